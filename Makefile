@@ -1,0 +1,58 @@
+# FishChat developer commands. Every target bootstraps .venv by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export FISHCHAT_CACHE ?= $(HOME)/.cache/fishchat
+export PIP_CACHE_DIR ?= $(FISHCHAT_CACHE)/pip
+STAMP := $(VENV)/.installed
+PROTO_STAMP := services/fishchat/proto/gen/.stamp
+PROTOS := $(shell find services/fishchat/proto -name '*.proto' 2>/dev/null)
+
+.PHONY: venv proto run test lint unit stack-up stack-down stack-status bench clean
+
+venv: $(STAMP) $(PROTO_STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Protobuf and gRPC code is generated from the .proto files, never edited by hand.
+$(PROTO_STAMP): $(STAMP) $(PROTOS)
+	@if [ -n "$(PROTOS)" ]; then $(PY) -m fishchat.proto.build; fi
+	@mkdir -p $(dir $@) && touch $@
+
+proto: $(PROTO_STAMP)
+
+run: venv
+	@echo "make run arrives with the chat core (issue 3)"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest -m unit
+
+# Everything that can run here: lint, types and every test tier (servers are started by the
+# session fixtures and stopped at the end).
+test: lint
+	$(VENV)/bin/pytest
+
+stack-up: venv
+	$(VENV)/bin/fishchat-stack up
+
+stack-down: venv
+	$(VENV)/bin/fishchat-stack down
+
+stack-status: venv
+	$(VENV)/bin/fishchat-stack status
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) services/fishchat/proto/gen .mypy_cache .ruff_cache .pytest_cache

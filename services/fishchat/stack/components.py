@@ -1,0 +1,83 @@
+"""Which components make up the stack, and bringing several up or down together.
+
+Components are imported lazily by dotted path so that `fishchat-stack up redis` does not import
+the code of every other server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from fishchat.stack.base import Component, StackError
+
+COMPONENTS: dict[str, str] = {
+    "redis": "fishchat.stack.redis_server:RedisServer",
+    "mariadb": "fishchat.stack.mariadb:MariaDB",
+    "etcd": "fishchat.stack.etcd:Etcd",
+    "kafka": "fishchat.stack.kafka:Kafka",
+    "hbase": "fishchat.stack.hbase:HBase",
+    "prometheus": "fishchat.stack.prometheus:Prometheus",
+    "kube": "fishchat.stack.kube:KubeAPIServer",
+}
+
+
+def load(name: str) -> Component:
+    try:
+        target = COMPONENTS[name]
+    except KeyError:
+        raise StackError(name, f"unknown component; choose from {', '.join(COMPONENTS)}") from None
+    module, _, cls = target.partition(":")
+    component: Component = getattr(importlib.import_module(module), cls)()
+    return component
+
+
+class Stack:
+    """A set of components brought up and down together (in parallel: they are independent)."""
+
+    def __init__(self, names: Iterable[str] | None = None) -> None:
+        self.components = [load(n) for n in (names or COMPONENTS)]
+        self._lock = threading.Lock()
+
+    def up(self) -> list[str]:
+        """Install and start every component not yet running; return the names this call started."""
+        started: list[str] = []
+
+        def bring_up(component: Component) -> None:
+            if component.running():
+                return
+            component.install()
+            component.start()
+            with self._lock:
+                started.append(component.name)
+
+        self._all(bring_up)
+        return started
+
+    def down(self, names: Iterable[str] | None = None) -> None:
+        wanted = set(names) if names is not None else None
+        self._all(lambda c: c.stop() if wanted is None or c.name in wanted else None)
+
+    def status(self) -> dict[str, bool]:
+        return {c.name: c.running() for c in self.components}
+
+    def env(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for component in self.components:
+            merged.update(component.env())
+        return merged
+
+    def _all(self, action: Callable[[Component], None]) -> None:
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=len(self.components) or 1) as pool:
+            for future in [pool.submit(action, c) for c in self.components]:
+                exc = future.exception()
+                if exc is not None:
+                    errors.append(exc)
+        if errors:
+            raise StackError(
+                ", ".join(getattr(e, "component", "?") for e in errors),
+                "\n  " + "\n  ".join(str(e) for e in errors),
+            )
