@@ -7,7 +7,7 @@ export FISHCHAT_CACHE ?= $(HOME)/.cache/fishchat
 export PIP_CACHE_DIR ?= $(FISHCHAT_CACHE)/pip
 STAMP := $(VENV)/.installed
 PROTO_STAMP := services/fishchat/proto/gen/.stamp
-PROTOS := $(shell find services/fishchat/proto -name '*.proto' 2>/dev/null)
+PROTOS := $(shell find services/fishchat/proto -name "*.proto" 2>/dev/null) services/fishchat/proto/build.py
 
 .PHONY: venv proto run test lint unit stack-up stack-down stack-status bench clean
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 # Protobuf and gRPC code is generated from the .proto files, never edited by hand.
 $(PROTO_STAMP): $(STAMP) $(PROTOS)
-	@if [ -n "$(PROTOS)" ]; then $(PY) -m fishchat.proto.build; fi
+	$(PY) -m fishchat.proto.build
 	@mkdir -p $(dir $@) && touch $@
 
 proto: $(PROTO_STAMP)
