@@ -132,7 +132,8 @@ def _go(component: str, args: list[str], module_dir: Path, log: Path) -> None:
     try:
         run(component, [*nice, go, *args], log, env=go_env(), cwd=module_dir, timeout=GO_TIMEOUT)
     except StackError as exc:
-        raise StackError(component, f"`go {' '.join(args[:2])}` failed in {module_dir}", log) from exc
+        outcome = "timed out" if "timed out" in str(exc) else "failed"
+        raise StackError(component, f"`go {' '.join(args[:2])}` {outcome} in {module_dir}", log) from exc
 
 
 def etcd_binary_path() -> Path:
@@ -157,7 +158,8 @@ def ensure_etcd_binary(component: str, log: Path) -> Path:
         (module_dir / "main.go").write_text(_ETCD_WRAPPER_MAIN)
         go_build(component, module_dir, [(".", binary)], log)
         with log.open("a") as out:
-            out.write(f"etcd {ETCD_VERSION}: cold build (tidy + compile) took {time.monotonic() - began:.0f}s\n")
+            took = time.monotonic() - began
+            out.write(f"etcd {ETCD_VERSION}: build (go mod tidy + go build) took {took:.0f}s\n")
     return binary
 
 
@@ -210,13 +212,13 @@ class EtcdInstance:
             return
         for port in (self.client_port, self.peer_port):
             if port_open(port):
-                raise StackError(
-                    self.component, f"port {port} is taken by another process", self.process.log
-                )
+                raise StackError(self.component, f"port {port} is taken by another process", self.process.log)
         process = self.process
         # Go's default heap target lets an idle etcd grow; a soft limit keeps it small on a shared box.
         process.start(self.command(binary), env={"GOMEMLIMIT": "256MiB"})
-        wait_until(self.component, self.healthy, timeout, process.log, process.alive, what=f"{self.name} healthy")
+        wait_until(
+            self.component, self.healthy, timeout, process.log, process.alive, what=f"{self.name} healthy"
+        )
 
     def healthy(self) -> bool:
         """etcd's /health answers only after a linearizable read went through raft."""
