@@ -1,0 +1,94 @@
+"""Delivery (the msg-job): from the message log into users' timelines, then notify, then commit.
+
+The order is the fix for the original's "notify before persist" race: a notice is sent only for rows
+that exist, so a sync it triggers always finds them, and offline users find everything at their next
+sync. The log position is committed last, so a crash anywhere replays the batch; storing is
+idempotent by (uid, version), so a replay changes nothing but may repeat a notice, which is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fishchat.domain.messaging import completion_for
+from fishchat.domain.ports import IdempotencyStore, MessageLogConsumer, MessageStore
+from fishchat.domain.presence import PresenceService
+from fishchat.domain.records import Completion, Notice
+from fishchat.domain.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+
+
+class MessageDelivery:
+    def __init__(
+        self,
+        consumer: MessageLogConsumer,
+        messages: MessageStore,
+        idempotency: IdempotencyStore,
+        presence: PresenceService,
+        settings: ChatSettings,
+        *,
+        batch_size: int = 500,
+        poll_timeout_ms: int = 500,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        if batch_size <= 0 or poll_timeout_ms < 0:
+            raise ValueError("batch_size must be positive and poll_timeout_ms non-negative")
+        self._consumer = consumer
+        self._messages = messages
+        self._idempotency = idempotency
+        self._presence = presence
+        self._settings = settings
+        self._batch_size = batch_size
+        self._poll_timeout_ms = poll_timeout_ms
+        self._max_backoff_s = max_backoff_s
+
+    async def deliver_once(self, timeout_ms: int | None = None) -> int:
+        """Fetch one batch, store it, complete idempotency keys, notify, commit; returns the batch size.
+
+        On an error nothing is committed and the exception propagates; the caller rewinds and retries.
+        """
+        records = await self._consumer.fetch(
+            self._batch_size, self._poll_timeout_ms if timeout_ms is None else timeout_ms
+        )
+        if not records:
+            return 0
+        await self._messages.put(records)
+        completions: list[Completion] = [c for c in map(completion_for, records) if c is not None]
+        if completions:
+            await self._idempotency.complete(completions, self._settings.idempotency_ttl_s * 1000)
+        newest: dict[int, int] = {}
+        for record in records:
+            newest[record.uid] = max(record.version, newest.get(record.uid, 0))
+        outcomes = await asyncio.gather(
+            *(self._presence.notify(Notice(uid, version)) for uid, version in newest.items()),
+            return_exceptions=True,
+        )
+        for uid, outcome in zip(newest, outcomes, strict=True):
+            # Notices are best effort (the rows are stored; clients also sync on a timer), so a
+            # presence outage must not hold back the log.
+            if isinstance(outcome, Exception):
+                log.warning("notifying uid=%s failed: %r", uid, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        await self._consumer.commit()
+        return len(records)
+
+    async def run(self) -> None:
+        """Deliver until cancelled, backing off (and replaying from the last commit) after failures."""
+        backoff = 0.05
+        while True:
+            try:
+                await self.deliver_once()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery failed; replaying from the last commit in %.2fs", backoff)
+                try:
+                    await self._consumer.rewind()
+                except Exception:
+                    log.exception("rewinding the message log failed")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)

@@ -1,0 +1,86 @@
+"""Presence: which access node holds which device of a user, and fanning a notice out to those nodes.
+
+A user may be connected from several devices at once (the original kept one session per uid and
+let the last login win). Each device has its own route with a TTL that pings refresh. A stale
+connection whose device has logged in on another node is told so at its next ping (`NotLoggedIn`),
+so the access server can close it instead of stealing the route back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fishchat.domain import validation
+from fishchat.domain.errors import NotLoggedIn
+from fishchat.domain.ports import Notifier, Presence
+from fishchat.domain.records import AccessNode, Notice, Route
+from fishchat.domain.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+
+
+class PresenceService:
+    def __init__(self, presence: Presence, notifier: Notifier, settings: ChatSettings) -> None:
+        self._presence = presence
+        self._notifier = notifier
+        self._settings = settings
+
+    @property
+    def _ttl_ms(self) -> int:
+        return self._settings.route_ttl_s * 1000
+
+    def _check(self, uid: int, device: str, node: AccessNode) -> Route:
+        uid = validation.check_id(uid, "UID")
+        device = validation.check_device(device, self._settings.device_max_chars)
+        if not node.node_id or not node.address:
+            raise ValueError("an access node needs an id and an address")
+        return Route(uid=uid, device=device, node_id=node.node_id, address=node.address)
+
+    async def connect(self, uid: int, device: str, node: AccessNode) -> Route:
+        """Route the device to `node` (replacing a route to another node: the newest login wins)."""
+        route = self._check(uid, device, node)
+        await self._presence.set_route(route, self._ttl_ms)
+        return route
+
+    async def ping(self, uid: int, device: str, node: AccessNode) -> None:
+        """Refresh the route; re-create it if presence lost it (e.g. a Redis restart)."""
+        route = self._check(uid, device, node)
+        current = await self._presence.refresh(route.uid, route.device, route.node_id, self._ttl_ms)
+        if current is None:
+            await self._presence.set_route(route, self._ttl_ms)
+        elif current.node_id != route.node_id:
+            raise NotLoggedIn(f"device {route.device!r} is now logged in on another access server")
+
+    async def disconnect(self, uid: int, device: str, node_id: str) -> bool:
+        """Drop the route if it still points at `node_id` (a newer login elsewhere is kept)."""
+        return await self._presence.remove_route(uid, device, node_id)
+
+    async def routes(self, uid: int) -> list[Route]:
+        return await self._presence.routes(uid)
+
+    async def is_online(self, uid: int) -> bool:
+        return bool(await self._presence.routes(uid))
+
+    async def notify(self, notice: Notice) -> int:
+        """Tell every access node holding a device of `notice.uid`; returns how many nodes took it.
+
+        Best effort: a node that is gone or fails is logged and skipped, because the messages are
+        already stored and the client finds them at its next sync.
+        """
+        routes = await self._presence.routes(notice.uid)
+        nodes = {route.node_id: route.node for route in routes}
+        if not nodes:
+            return 0
+        outcomes = await asyncio.gather(
+            *(self._notifier.notify(node, notice) for node in nodes.values()), return_exceptions=True
+        )
+        delivered = 0
+        for node, outcome in zip(nodes.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                log.warning("notify uid=%s node=%s failed: %r", notice.uid, node.node_id, outcome)
+            elif outcome:
+                delivered += 1
+        return delivered

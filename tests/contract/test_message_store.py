@@ -1,0 +1,116 @@
+"""Contract of `MessageStore`: idempotent puts by (uid, version), exclusive range reads, latest version."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from fishchat.domain.ports import MessageStore
+from fishchat.domain.records import MsgType, StoredMessage
+from fishchat.embedded.database import SqliteDatabase
+from fishchat.embedded.messages import SqliteMessageStore
+from tests.contract.harness import Harness, HarnessFactory, sqlite
+
+
+async def _embedded(db: SqliteDatabase) -> MessageStore:
+    return SqliteMessageStore(db)
+
+
+IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness[MessageStore]]:
+    factory: HarnessFactory[MessageStore] = request.param
+    opened = factory(request, tmp_path)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def store(harness: Harness[MessageStore]) -> MessageStore:
+    return await harness.open()
+
+
+def _p2p(uid: int, version: int, body: str = "hi") -> StoredMessage:
+    return StoredMessage(
+        uid=uid,
+        version=version,
+        source_uid=uid + 1,
+        target_uid=uid,
+        group_id=0,
+        msg_type=MsgType.P2P,
+        msg_id=f"m-{version}",
+        body=body,
+        timestamp_ms=1_700_000_000_000 + version,
+    )
+
+
+async def test_read_is_exclusive_ordered_and_limited(
+    store: MessageStore, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    await store.put([_p2p(uid, v) for v in (5, 1, 3, 2, 4)])
+    assert [m.version for m in await store.read(uid, 0, 10)] == [1, 2, 3, 4, 5]
+    assert [m.version for m in await store.read(uid, 2, 10)] == [3, 4, 5]
+    assert [m.version for m in await store.read(uid, 1, 2)] == [2, 3]
+    assert await store.read(uid, 5, 10) == []
+    assert await store.read(uid, 0, 0) == []
+
+
+async def test_rows_read_back_unchanged(store: MessageStore, unique_ids: Callable[[], int]) -> None:
+    uid, gid = unique_ids(), unique_ids()
+    group_row = StoredMessage(
+        uid=uid,
+        version=7,
+        source_uid=uid + 5,
+        target_uid=uid,
+        group_id=gid,
+        msg_type=MsgType.GROUP,
+        msg_id="客户端-id",
+        body="héllo 👋\nline two",
+        timestamp_ms=1_700_000_000_777,
+    )
+    empty = StoredMessage(uid, 8, uid, uid, 0, MsgType.P2P, "", "", 1_700_000_000_778)
+    await store.put([group_row, empty])
+    assert await store.read(uid, 0, 10) == [group_row, empty]
+
+
+async def test_put_is_idempotent(store: MessageStore, unique_ids: Callable[[], int]) -> None:
+    uid = unique_ids()
+    rows = [_p2p(uid, v) for v in (1, 2, 3)]
+    await store.put(rows)
+    await store.put(rows[1:])
+    await store.put([])
+    assert await store.read(uid, 0, 10) == rows
+
+
+async def test_timelines_are_separate(store: MessageStore, unique_ids: Callable[[], int]) -> None:
+    alice, bob = unique_ids(), unique_ids()
+    await store.put([_p2p(alice, 1), _p2p(bob, 1), _p2p(bob, 2)])
+    assert [m.uid for m in await store.read(alice, 0, 10)] == [alice]
+    assert await store.latest_version(alice) == 1
+    assert await store.latest_version(bob) == 2
+    assert await store.latest_version(unique_ids()) == 0
+
+
+async def test_large_versions_and_gaps(store: MessageStore, unique_ids: Callable[[], int]) -> None:
+    uid = unique_ids()
+    versions = [1, 9, 10, 2**40, 2**62]
+    await store.put([_p2p(uid, v) for v in versions])
+    assert [m.version for m in await store.read(uid, 9, 10)] == versions[2:]
+    assert await store.latest_version(uid) == 2**62
+
+
+async def test_messages_survive_a_restart(
+    harness: Harness[MessageStore], unique_ids: Callable[[], int]
+) -> None:
+    if not harness.durable:
+        pytest.skip("implementation is not durable")
+    store = await harness.open()
+    uid = unique_ids()
+    await store.put([_p2p(uid, 1), _p2p(uid, 2)])
+    reopened = await harness.reopen()
+    assert await reopened.read(uid, 0, 10) == [_p2p(uid, 1), _p2p(uid, 2)]

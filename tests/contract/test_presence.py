@@ -1,0 +1,95 @@
+"""Contract of `Presence`: per-device routes with TTL, refresh by the owning node only, owner-only removal.
+
+TTLs are real milliseconds (production presence is Redis, whose clock the test cannot move), kept
+short so the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from fishchat.domain.clock import SystemClock
+from fishchat.domain.ports import Presence
+from fishchat.domain.records import Route
+from fishchat.embedded.presence import InMemoryPresence
+from tests.contract.harness import Harness, HarnessFactory, in_process
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(in_process(lambda: InMemoryPresence(SystemClock())), id="embedded-memory"),
+]
+
+LONG_MS = 60_000
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness[Presence]]:
+    factory: HarnessFactory[Presence] = request.param
+    opened = factory(request, tmp_path)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def presence(harness: Harness[Presence]) -> Presence:
+    return await harness.open()
+
+
+def _route(uid: int, device: str, node: str) -> Route:
+    return Route(uid=uid, device=device, node_id=node, address=f"127.0.0.1:{20000 + len(node)}")
+
+
+async def test_routes_of_several_devices(presence: Presence, unique_ids: Callable[[], int]) -> None:
+    uid = unique_ids()
+    phone, laptop = _route(uid, "phone", "access-a"), _route(uid, "laptop", "access-b")
+    await presence.set_route(phone, LONG_MS)
+    await presence.set_route(laptop, LONG_MS)
+    assert sorted(await presence.routes(uid), key=lambda r: r.device) == [laptop, phone]
+    assert await presence.routes(unique_ids()) == []
+
+
+async def test_a_device_has_one_route_and_the_newest_wins(
+    presence: Presence, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    await presence.set_route(_route(uid, "phone", "access-a"), LONG_MS)
+    await presence.set_route(_route(uid, "phone", "access-b"), LONG_MS)
+    assert await presence.routes(uid) == [_route(uid, "phone", "access-b")]
+
+
+async def test_routes_expire_unless_refreshed(presence: Presence, unique_ids: Callable[[], int]) -> None:
+    kept, dropped = unique_ids(), unique_ids()
+    await presence.set_route(_route(kept, "d", "access-a"), 300)
+    await presence.set_route(_route(dropped, "d", "access-a"), 300)
+    await asyncio.sleep(0.15)
+    assert await presence.refresh(kept, "d", "access-a", 600) == _route(kept, "d", "access-a")
+    await asyncio.sleep(0.3)
+    assert await presence.routes(dropped) == []
+    assert await presence.routes(kept) == [_route(kept, "d", "access-a")]
+    assert await presence.refresh(dropped, "d", "access-a", 600) is None
+
+
+async def test_refresh_by_another_node_does_not_extend(
+    presence: Presence, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    route = _route(uid, "phone", "access-new")
+    await presence.set_route(route, 300)
+    assert await presence.refresh(uid, "phone", "access-old", LONG_MS) == route
+    await asyncio.sleep(0.45)
+    assert await presence.routes(uid) == []
+
+
+async def test_only_the_owning_node_removes_a_route(
+    presence: Presence, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    await presence.set_route(_route(uid, "phone", "access-b"), LONG_MS)
+    await presence.set_route(_route(uid, "laptop", "access-a"), LONG_MS)
+    assert await presence.remove_route(uid, "phone", "access-a") is False
+    assert await presence.remove_route(uid, "phone", "access-b") is True
+    assert await presence.remove_route(uid, "phone", "access-b") is False
+    assert await presence.routes(uid) == [_route(uid, "laptop", "access-a")]

@@ -1,0 +1,143 @@
+"""Sync over the embedded backend: exclusive cursor, paging by count and encoded size, groupID kept,
+bogus cursors, and waiting at a hole that may be a message still in flight."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fishchat.domain import ChatService, ChatSettings, ManualClock, MsgType, StoredMessage
+from fishchat.domain.errors import InvalidField
+from fishchat.domain.paging import sync_entry_size
+from fishchat.domain.passwords import ScryptParams
+from fishchat.domain.settings import MAX_FRAME_PAYLOAD, SYNC_ENVELOPE_RESERVE
+from fishchat.embedded import EmbeddedBackend
+
+SETTINGS = ChatSettings(scrypt=ScryptParams(log2_n=4))
+ALICE, BOB = 1, 2
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[EmbeddedBackend]:
+    async with await EmbeddedBackend.open(tmp_path, settings=SETTINGS, clock=ManualClock()) as opened:
+        await opened.service.register(ALICE, "alice", "password-1")
+        await opened.service.register(BOB, "bob", "password-1")
+        yield opened
+
+
+@pytest.fixture
+def chat(backend: EmbeddedBackend) -> ChatService:
+    return backend.service
+
+
+async def send_many(backend: EmbeddedBackend, count: int, body: str = "hi") -> None:
+    for i in range(count):
+        await backend.service.send_p2p(ALICE, BOB, f"m{i}", body)
+    assert await backend.drain(5)
+
+
+async def test_sync_is_exclusive_of_the_cursor(chat: ChatService, backend: EmbeddedBackend) -> None:
+    await send_many(backend, 5)
+    page = await chat.sync(BOB, 2)
+    assert ([m.version for m in page.messages], page.cursor, page.more) == ([3, 4, 5], 5, False)
+    caught_up = await chat.sync(BOB, page.cursor)
+    assert (caught_up.messages, caught_up.cursor, caught_up.more) == ((), 5, False)
+
+
+async def test_pages_by_count_cover_everything_once(backend: EmbeddedBackend) -> None:
+    await send_many(backend, 23)
+    seen: list[int] = []
+    cursor, more = 0, True
+    while more:
+        page = await backend.service.sync(BOB, cursor, max_count=5)
+        assert len(page.messages) <= 5
+        seen += [m.version for m in page.messages]
+        cursor, more = page.cursor, page.more
+    assert seen == list(range(1, 24))
+
+
+async def test_pages_fit_the_byte_budget(backend: EmbeddedBackend) -> None:
+    await send_many(backend, 12, body="x" * 1000)
+    entry = sync_entry_size((await backend.service.sync(BOB, 0, max_count=1)).messages[0])
+    budget = 3 * entry + entry // 2
+    seen: list[int] = []
+    cursor, more = 0, True
+    while more:
+        page = await backend.service.sync(BOB, cursor, byte_budget=budget)
+        assert sum(map(sync_entry_size, page.messages)) <= budget
+        assert len(page.messages) == 3 or not page.more
+        seen += [m.version for m in page.messages]
+        cursor, more = page.cursor, page.more
+    assert seen == list(range(1, 13))
+
+
+async def test_a_large_backlog_is_split_into_frames(backend: EmbeddedBackend) -> None:
+    big = ChatSettings(scrypt=SETTINGS.scrypt, body_max_bytes=30_000)
+    chat = ChatService(backend.ports, big, backend.service.clock)
+    for i in range(8):
+        await chat.send_p2p(ALICE, BOB, f"big{i}", "y" * 30_000)
+    assert await backend.drain(5)
+    pages = []
+    cursor, more = 0, True
+    while more:
+        page = await chat.sync(BOB, cursor)
+        pages.append(page)
+        cursor, more = page.cursor, page.more
+    assert [len(p.messages) for p in pages] == [2, 2, 2, 2]
+    for page in pages:
+        assert sum(map(sync_entry_size, page.messages)) <= MAX_FRAME_PAYLOAD - SYNC_ENVELOPE_RESERVE
+
+
+async def test_a_caller_cannot_raise_the_limits(backend: EmbeddedBackend) -> None:
+    await send_many(backend, 3)
+    page = await backend.service.sync(BOB, 0, max_count=10**9, byte_budget=10**9)
+    assert [m.version for m in page.messages] == [1, 2, 3]
+    small = ChatService(
+        backend.ports, ChatSettings(scrypt=SETTINGS.scrypt, sync_max_count=2), backend.service.clock
+    )
+    assert len((await small.sync(BOB, 0, max_count=100)).messages) == 2
+
+
+async def test_group_id_is_kept(chat: ChatService, backend: EmbeddedBackend) -> None:
+    group = await chat.create_group(ALICE, "g")
+    await chat.join_group(BOB, group.gid)
+    await chat.send_group(ALICE, group.gid, "g1", "to the group")
+    assert await backend.drain(5)
+    (message,) = (await chat.sync(BOB, 0)).messages
+    assert (message.group_id, message.msg_type, message.source_uid) == (group.gid, MsgType.GROUP, ALICE)
+
+
+async def test_empty_sync_keeps_or_heals_the_cursor(chat: ChatService, backend: EmbeddedBackend) -> None:
+    assert (await chat.sync(BOB, 0)).cursor == 0
+    await send_many(backend, 2)
+    beyond = await chat.sync(BOB, 10**12)
+    assert (beyond.messages, beyond.cursor) == ((), 2)  # lowered, so later messages are not skipped
+    with pytest.raises(InvalidField):
+        await chat.sync(BOB, -1)
+    with pytest.raises(InvalidField):
+        await chat.sync(0, 0)
+
+
+async def test_sync_waits_at_a_young_hole_and_passes_it_after_the_grace(
+    chat: ChatService, backend: EmbeddedBackend
+) -> None:
+    clock = chat.clock
+    assert isinstance(clock, ManualClock)
+
+    def row(version: int) -> StoredMessage:
+        return StoredMessage(BOB, version, ALICE, BOB, 0, MsgType.P2P, f"v{version}", "x", clock.now_ms())
+
+    # Versions 1 and 3 are stored; 2 was allocated by a send that has not reached the store yet.
+    await backend.ports.messages.put([row(1), row(3)])
+    first = await chat.sync(BOB, 0)
+    assert ([m.version for m in first.messages], first.cursor, first.more) == ([1], 1, False)
+    assert (await chat.sync(BOB, 1)).messages == ()
+    await backend.ports.messages.put([row(2)])  # it arrives: nothing is skipped
+    assert [m.version for m in (await chat.sync(BOB, 1)).messages] == [2, 3]
+    # A hole that stays (the send failed after allocating) is passed once the grace is over.
+    await backend.ports.messages.put([row(5)])
+    assert (await chat.sync(BOB, 3)).messages == ()
+    clock.advance(SETTINGS.sync_gap_grace_ms)
+    assert [m.version for m in (await chat.sync(BOB, 3)).messages] == [5]
