@@ -1,0 +1,113 @@
+"""Redis `IdempotencyStore`: one string key per (source uid, msg id), `idem:<uid>:<msg id>`.
+
+A claim is a single `SET key P<fingerprint> NX PX <pending ttl> GET`: it takes a free key (an
+expired pending claim is simply gone) and otherwise returns the owner's value, in one atomic step.
+A finished send is stored as `D<version>:<timestamp ms>:<fingerprint>` for the idempotency TTL.
+Completing and releasing compare the fingerprint inside a Lua script, so only the attempt that owns
+a key changes it, and a release never drops a finished send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from fishchat.domain.records import Claim, ClaimState, Completion, SendResult
+from fishchat.production.redis.client import RedisKeys
+
+_PENDING = b"P"
+_DONE = b"D"
+
+# KEYS: idempotency keys. ARGV: ttl_ms, then per key its fingerprint and its done value.
+_COMPLETE = """
+local ttl = tonumber(ARGV[1])
+local changed = 0
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value then
+    local owner
+    if string.sub(value, 1, 1) == 'P' then
+      owner = string.sub(value, 2)
+    else
+      owner = string.match(value, '^D%-?%d+:%-?%d+:(.*)$')
+    end
+    if owner == ARGV[2 * i] then
+      if ttl > 0 then
+        redis.call('SET', key, ARGV[2 * i + 1], 'PX', ttl)
+      else
+        redis.call('DEL', key)
+      end
+      changed = changed + 1
+    end
+  end
+end
+return changed
+"""
+
+# KEYS: idempotency key. ARGV: the pending value of the releasing attempt.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _fingerprint(fingerprint: str) -> bytes:
+    return fingerprint.encode("utf-8")
+
+
+def _done_value(result: SendResult, fingerprint: str) -> bytes:
+    return _DONE + f"{result.version}:{result.timestamp_ms}:".encode() + _fingerprint(fingerprint)
+
+
+def _decode(value: bytes, msg_id: str) -> Claim:
+    if value.startswith(_PENDING):
+        return Claim(state=ClaimState.PENDING, fingerprint=value[1:].decode("utf-8"))
+    if value.startswith(_DONE):
+        version, timestamp_ms, owner = value[1:].split(b":", 2)
+        result = SendResult(version=int(version), msg_id=msg_id, timestamp_ms=int(timestamp_ms))
+        return Claim(state=ClaimState.DONE, fingerprint=owner.decode("utf-8"), result=result)
+    raise ValueError(f"unrecognised idempotency record {value[:40]!r}")
+
+
+class RedisIdempotencyStore:
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
+        self._client = client
+        self._keys = keys
+        self._complete = client.register_script(_COMPLETE)
+        self._release = client.register_script(_RELEASE)
+
+    async def claim(self, source_uid: int, msg_id: str, fingerprint: str, pending_ttl_ms: int) -> Claim:
+        if pending_ttl_ms <= 0:
+            # A claim that expires at once leaves nothing behind: the caller owns a key nobody can see.
+            return Claim(state=ClaimState.NEW, fingerprint=fingerprint)
+        previous = await self._client.set(
+            self._keys.idempotency(source_uid, msg_id),
+            _PENDING + _fingerprint(fingerprint),
+            nx=True,
+            px=pending_ttl_ms,
+            get=True,
+        )
+        if previous is None:
+            return Claim(state=ClaimState.NEW, fingerprint=fingerprint)
+        if not isinstance(previous, bytes):
+            raise TypeError(f"SET ... GET answered {type(previous).__name__}, expected bytes")
+        return _decode(previous, msg_id)
+
+    async def complete(self, completions: Sequence[Completion], ttl_ms: int) -> None:
+        if not completions:
+            return
+        args: list[int | bytes] = [ttl_ms]
+        for completion in completions:
+            args.append(_fingerprint(completion.fingerprint))
+            args.append(_done_value(completion.result, completion.fingerprint))
+        await self._complete(
+            keys=[self._keys.idempotency(c.source_uid, c.msg_id) for c in completions], args=args
+        )
+
+    async def release(self, source_uid: int, msg_id: str, fingerprint: str) -> None:
+        await self._release(
+            keys=[self._keys.idempotency(source_uid, msg_id)], args=[_PENDING + _fingerprint(fingerprint)]
+        )
