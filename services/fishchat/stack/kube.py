@@ -37,7 +37,8 @@ from fishchat.stack.base import (
     run,
     wait_until,
 )
-from fishchat.stack.etcd import EtcdInstance, ensure_etcd_binary, go_build, go_build_lock, go_env, go_tool
+from fishchat.stack.etcd import EtcdInstance, ensure_etcd_binary
+from fishchat.stack.golang import go_build, go_build_lock, go_env, go_tool
 
 KUBE_VERSION = "v1.37.2"
 KUBE_MODULE = "k8s.io/kubernetes"
