@@ -1,0 +1,827 @@
+"""Benchmark: chat throughput, send-to-synced latency and memory per idle connection, against a bare relay.
+
+Two servers are measured in the same run with the same generator:
+
+- `embedded`: FishChat as `fishchat up` runs it (every role in one process, SQLite storage with
+  durable commits, notify then sync), started as a subprocess on free loopback ports;
+- `relay`: the baseline, `bench/relay.py`, a bare uvloop server with the same framing that forwards
+  each send to the target's connection and acks it (no storage, no sync).
+
+Load: `--users` logged-in connections (registered through the HTTP API first), paired so that user i
+sends to user i+N/2 and back. Senders are open loop: a ticker fires sends at the target rate whatever
+the acks do. Every message carries its stage, its sequence number within its sender->receiver pair and
+its send time, so receivers check gaps, duplicates and order, and the latency is measured from the
+sender's send to the receiver's delivery (by sync for FishChat, by push for the relay) on one clock.
+The target rate starts at `--start-rate` and grows by `--factor` per stage until a stage does not
+keep up (a failed send, a lost message, delivery below 90% of the target, or p99 over 2 s); one more
+stage between the last good rate and the failed one then narrows the estimate. The "sustained"
+throughput is the best stage that kept up.
+
+Memory: `--idle` extra connections are logged in and left idle; the server's RSS delta and the delta
+of the kernel's TCP buffer pages (/proc/net/sockstat `TCP mem`, which counts both ends on loopback, so
+it is an upper bound for the server side) are divided by their number.
+
+Figures, not pass/fail. Targets (issue 3): embedded throughput >= 0.3 x relay; <= 8 KB per idle
+logged-in connection.
+
+    .venv/bin/python bench/chat_bench.py                      # both servers, default sizes
+    .venv/bin/python bench/chat_bench.py --only relay --max-stages 3
+    .venv/bin/python bench/chat_bench.py --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from fishchat.client import ApiClient, Backoff, ChatClient, ChatMessage, ClientError, Endpoint, RequestRefused
+from fishchat.stack.base import stack_dir
+
+BENCH_DIR = Path(__file__).resolve().parent
+PASSWORD = "bench-password-1"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: A stage keeps up when delivery reaches this share of the target rate (and nothing fails or is lost).
+KEEP_UP_SHARE = 0.9
+KEEP_UP_P99_MS = 2000.0
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (a server did not start, users could not be registered)."""
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    process: asyncio.subprocess.Process
+    gateway: Endpoint
+    api: str | None
+    log_path: Path
+    started_in_s: float
+    _drain: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def stop(self) -> int | None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+        return self.process.returncode
+
+
+async def _drain_stdout(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def _start(
+    name: str, argv: Sequence[str], workdir: Path, ready_within: float, env: dict[str, str] | None = None
+) -> tuple[ServerProcess, dict[str, Any]]:
+    log_path = workdir / f"{name}.log"
+    began = time.monotonic()
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, **(env or {})},
+        )
+    assert process.stdout is not None
+    ready: dict[str, Any] | None = None
+    try:
+        async with asyncio.timeout(ready_within):
+            while ready is None:
+                line = await process.stdout.readline()
+                if not line:
+                    break
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if isinstance(event, dict) and event.get("event") == "ready":
+                        ready = event
+    except TimeoutError:
+        pass
+    if ready is None:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise BenchError(f"{name} did not start (exit {process.returncode}); its log ends:\n{tail}")
+    server = ServerProcess(
+        name=name,
+        process=process,
+        gateway=Endpoint("127.0.0.1", 1),
+        api=None,
+        log_path=log_path,
+        started_in_s=time.monotonic() - began,
+    )
+    server._drain = asyncio.create_task(_drain_stdout(process.stdout))
+    return server, ready
+
+
+async def start_embedded(workdir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    argv = [
+        sys.executable, "-m", "fishchat", "up",
+        "--data-dir", str(workdir / "data"),
+        "--gateway-port", "0", "--access-port", "0", "--http-port", "0", "--admin-port", "0",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    server, ready = await _start("embedded", argv, workdir, ready_within=60, env=env)
+    server.gateway = Endpoint("127.0.0.1", int(ready["gateway"]))
+    server.api = f"http://127.0.0.1:{int(ready['http'])}"
+    return server
+
+
+async def start_relay(workdir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    argv = [sys.executable, str(BENCH_DIR / "relay.py"), "--port", "0"]
+    server, ready = await _start("relay", argv, workdir, ready_within=30, env=env)
+    server.gateway = Endpoint("127.0.0.1", int(ready["port"]))  # the relay answers ReqAccessServer too
+    return server
+
+
+# --- /proc ----------------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def tcp_mem_pages() -> int:
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("mem") + 1])
+    raise BenchError("no TCP line in /proc/net/sockstat")
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+# --- users and clients ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    uid: int
+    token: str
+
+
+async def provision(server: ServerProcess, uids: Sequence[int], parallel: int = 4) -> list[Account]:
+    """Register and authenticate each uid through the HTTP API (the relay takes any token)."""
+    if server.api is None:
+        return [Account(uid, f"relay-token-{uid}") for uid in uids]
+    gate = asyncio.Semaphore(parallel)
+    tag = uuid.uuid4().hex[:6]
+
+    async with ApiClient(server.api, timeout=60) as api:
+
+        async def one(uid: int) -> Account:
+            async with gate:
+                await api.register(uid, f"bench-{tag}-{uid}", PASSWORD)
+                return Account(uid, await api.auth(uid, PASSWORD))
+
+        try:
+            return list(await asyncio.gather(*(one(uid) for uid in uids)))
+        except ClientError as exc:
+            raise BenchError(f"registering benchmark users failed: {exc}") from exc
+
+
+async def connect_all(
+    server: ServerProcess,
+    logins: Sequence[tuple[Account, str]],
+    handler_for: Callable[[int], Callable[[ChatMessage], None] | None],
+    parallel: int = 64,
+) -> list[ChatClient]:
+    """One logged-in ChatClient per (account, device), through the gateway."""
+    gate = asyncio.Semaphore(parallel)
+    clients: list[ChatClient] = []
+
+    async def one(account: Account, device: str) -> None:
+        client = ChatClient(
+            account.uid,
+            account.token,
+            device=device,
+            gateway=server.gateway,
+            on_message=handler_for(account.uid),
+            request_timeout=30.0,
+            connect_timeout=30.0,
+            backoff=Backoff(max_attempts=5),
+        )
+        async with gate:
+            await client.connect()
+        clients.append(client)
+
+    try:
+        await asyncio.gather(*(one(account, device) for account, device in logins))
+    except BaseException:
+        await close_all(clients)
+        raise
+    return clients
+
+
+async def close_all(clients: Sequence[ChatClient]) -> None:
+    await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+
+
+# --- traffic --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairLedger:
+    """One sender->receiver pair: what was sent, acked and received."""
+
+    next_seq: int = 0
+    acked: dict[int, int] = field(default_factory=dict)  # seq -> stage
+    received: set[int] = field(default_factory=set)
+    max_seen: int = -1
+    duplicates: int = 0
+    reordered: int = 0
+
+
+@dataclass
+class StageResult:
+    stage: int
+    target_rate: float
+    seconds: float
+    offered: int
+    acked: int
+    failed: int
+    received: int
+    missing: int
+    duplicates: int
+    reordered: int
+    delivered_rate: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    #: CPU used while sending, as a share of one core (the generator is this process).
+    generator_cpu: float
+    server_cpu: float
+    failures: dict[str, int]
+    #: Sync requests and notifies of all load clients during the stage (own copies included).
+    sync_requests: int = 0
+    notifies: int = 0
+
+    @property
+    def kept_up(self) -> bool:
+        return (
+            self.failed == 0
+            and self.missing == 0
+            and self.duplicates == 0
+            and self.delivered_rate >= KEEP_UP_SHARE * self.target_rate
+            and self.p99_ms <= KEEP_UP_P99_MS
+        )
+
+
+def percentile(sorted_values: Sequence[int], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index] / 1e6
+
+
+class Traffic:
+    """Open-loop p2p load between paired clients, with per-pair sequence checks."""
+
+    def __init__(self, body_bytes: int) -> None:
+        self.body_bytes = body_bytes
+        self.ledgers: dict[tuple[int, int], PairLedger] = {}
+        self.latencies: dict[int, list[int]] = {}
+        self.received: Counter[int] = Counter()
+        self.acked: Counter[int] = Counter()
+        self.failed: Counter[int] = Counter()
+        self.failures: dict[int, Counter[str]] = {}
+        self.last_receive_ns: dict[int, int] = {}
+        self.foreign = 0
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self.pairs: list[tuple[ChatClient, int]] = []
+        #: Set on every delivery, so the drain can wait for them without polling.
+        self.progress = asyncio.Event()
+
+    def pair_up(self, clients: Sequence[ChatClient]) -> None:
+        ordered = sorted(clients, key=lambda c: c.uid)
+        half = len(ordered) // 2
+        for index, client in enumerate(ordered):
+            partner = ordered[(index + half) % len(ordered)].uid
+            self.pairs.append((client, partner))
+            self.ledgers[(client.uid, partner)] = PairLedger()
+
+    def handler_for(self, uid: int) -> Callable[[ChatMessage], None]:
+        def handle(message: ChatMessage) -> None:
+            if message.source_uid == uid:
+                return  # the sender's own copy in its timeline
+            now = time.monotonic_ns()
+            try:
+                stage_text, seq_text, sent_text, _ = message.body.split(":", 3)
+                stage, seq, sent_ns = int(stage_text), int(seq_text), int(sent_text)
+            except ValueError:
+                self.foreign += 1
+                return
+            ledger = self.ledgers.get((message.source_uid, uid))
+            if ledger is None:
+                self.foreign += 1
+                return
+            if seq in ledger.received:
+                ledger.duplicates += 1
+                return
+            if seq < ledger.max_seen:
+                ledger.reordered += 1
+            ledger.max_seen = max(ledger.max_seen, seq)
+            ledger.received.add(seq)
+            self.latencies.setdefault(stage, []).append(now - sent_ns)
+            self.received[stage] += 1
+            self.last_receive_ns[stage] = now
+            self.progress.set()
+
+        return handle
+
+    def fire(self, stage: int, client: ChatClient, partner: int) -> None:
+        ledger = self.ledgers[(client.uid, partner)]
+        seq = ledger.next_seq
+        ledger.next_seq += 1
+        head = f"{stage}:{seq}:{time.monotonic_ns()}:"
+        body = head + "x" * max(0, self.body_bytes - len(head))
+        task = asyncio.ensure_future(client.send_p2p(partner, body))
+        self.in_flight.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self.in_flight.discard(finished)
+            error = finished.exception() if not finished.cancelled() else asyncio.CancelledError()
+            if error is None:
+                ledger.acked[seq] = stage
+                self.acked[stage] += 1
+                return
+            self.failed[stage] += 1
+            label = f"code {error.code}" if isinstance(error, RequestRefused) else type(error).__name__
+            self.failures.setdefault(stage, Counter())[label] += 1
+
+        task.add_done_callback(done)
+
+    def client_counts(self) -> tuple[int, int]:
+        """Sync requests and notifies so far, over every load client."""
+        syncs = sum(client.stats.sync_requests for client, _ in self.pairs)
+        return syncs, sum(client.stats.notifies for client, _ in self.pairs)
+
+    def missing(self, stage: int) -> int:
+        return sum(
+            1
+            for ledger in self.ledgers.values()
+            for seq, sent_stage in ledger.acked.items()
+            if sent_stage == stage and seq not in ledger.received
+        )
+
+    async def run_stage(
+        self, stage: int, rate: float, seconds: float, drain_seconds: float, server_pid: int
+    ) -> StageResult:
+        loop = asyncio.get_running_loop()
+        cpu_before, server_before = time.process_time(), cpu_seconds(server_pid)
+        syncs_before, notifies_before = self.client_counts()
+        start = loop.time()
+        start_ns = time.monotonic_ns()
+        fired = 0
+        count = len(self.pairs)
+        while True:
+            elapsed = loop.time() - start
+            if elapsed >= seconds:
+                break
+            due = min(int(elapsed * rate) + 1, int(seconds * rate)) - fired
+            for _ in range(due):
+                client, partner = self.pairs[fired % count]
+                self.fire(stage, client, partner)
+                fired += 1
+            await asyncio.sleep(0.001)
+        send_wall = loop.time() - start
+        cpu_sending, server_sending = (
+            time.process_time() - cpu_before,
+            cpu_seconds(server_pid) - server_before,
+        )
+        # Acks, then deliveries, may trail the last send; wait for them (bounded).
+        deadline = loop.time() + drain_seconds
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.wait(set(self.in_flight), timeout=max(0.0, deadline - loop.time()))
+        while self.received[stage] < self.acked[stage] and loop.time() < deadline:
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self.progress.wait()
+        syncs_after, notifies_after = self.client_counts()
+        last = self.last_receive_ns.get(stage, start_ns)
+        delivery_window = max((last - start_ns) / 1e9, seconds)
+        latencies = sorted(self.latencies.get(stage, []))
+        ledgers = self.ledgers.values()
+        return StageResult(
+            stage=stage,
+            target_rate=rate,
+            seconds=seconds,
+            offered=fired,
+            acked=self.acked[stage],
+            failed=self.failed[stage] + len(self.in_flight),
+            received=self.received[stage],
+            missing=self.missing(stage),
+            duplicates=sum(ledger.duplicates for ledger in ledgers),
+            reordered=sum(ledger.reordered for ledger in ledgers),
+            delivered_rate=self.received[stage] / delivery_window,
+            p50_ms=percentile(latencies, 0.50),
+            p99_ms=percentile(latencies, 0.99),
+            max_ms=latencies[-1] / 1e6 if latencies else float("nan"),
+            generator_cpu=cpu_sending / send_wall,
+            server_cpu=server_sending / send_wall,
+            failures=dict(self.failures.get(stage, Counter())),
+            sync_requests=syncs_after - syncs_before,
+            notifies=notifies_after - notifies_before,
+        )
+
+
+# --- one server's measurements --------------------------------------------------------------------
+
+
+@dataclass
+class MemoryResult:
+    connections: int
+    server_rss_before: int
+    server_rss_delta: int
+    tcp_mem_delta: int
+
+    @property
+    def rss_per_connection(self) -> float:
+        return self.server_rss_delta / self.connections
+
+    @property
+    def tcp_mem_per_connection(self) -> float:
+        return self.tcp_mem_delta / self.connections
+
+    @property
+    def per_connection(self) -> float:
+        return self.rss_per_connection + self.tcp_mem_per_connection
+
+
+@dataclass
+class ServerResult:
+    name: str
+    start_seconds: float
+    provision_seconds: float
+    stages: list[StageResult]
+    memory: MemoryResult | None
+    server_rss_end: int
+    exit_code: int | None
+
+    @property
+    def sustained(self) -> StageResult | None:
+        """The fastest stage that kept up."""
+        kept = [stage for stage in self.stages if stage.kept_up]
+        return max(kept, key=lambda s: s.delivered_rate) if kept else None
+
+    @property
+    def peak_rate(self) -> float:
+        return max((stage.delivered_rate for stage in self.stages), default=0.0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    users: int
+    idle: int
+    idle_users: int
+    start_rate: float
+    factor: float
+    max_stages: int
+    stage_seconds: float
+    drain_seconds: float
+    warmup_seconds: float
+    body_bytes: int
+
+
+def next_rate(settings: Settings, history: Sequence[tuple[float, bool]]) -> float | None:
+    """The next stage's target rate given (rate, kept up) so far, or None to stop.
+
+    Rates grow by `factor` while stages keep up (at most `max_stages`); after the first stage that
+    does not, one more stage between the last good rate and the failed one narrows the estimate.
+    """
+    if not history:
+        return settings.start_rate
+    failed = [rate for rate, kept_up in history if not kept_up]
+    if not failed:
+        return history[-1][0] * settings.factor if len(history) < settings.max_stages else None
+    passed = [rate for rate, kept_up in history if kept_up]
+    if len(failed) == 1 and not history[-1][1] and passed and failed[0] / max(passed) > 1.2:
+        return math.sqrt(max(passed) * failed[0])
+    return None
+
+
+async def measure_idle(server: ServerProcess, accounts: Sequence[Account], count: int) -> MemoryResult:
+    """RSS and kernel TCP memory added by `count` idle logged-in connections."""
+    # Warm the code paths (imports, caches, first allocations) before the baseline.
+    warm = await connect_all(
+        server, [(accounts[i % len(accounts)], f"warm{i}") for i in range(20)], lambda _: None
+    )
+    await close_all(warm)
+    await asyncio.sleep(1.0)
+    rss_before, tcp_before = rss_bytes(server.pid), tcp_mem_pages()
+    logins = [(accounts[i % len(accounts)], f"idle{i}") for i in range(count)]
+    clients = await connect_all(server, logins, lambda _: None)
+    try:
+        await asyncio.sleep(3.0)  # initial syncs done, buffers settled
+        rss_after, tcp_after = rss_bytes(server.pid), tcp_mem_pages()
+        online = sum(1 for client in clients if client.access_endpoint is not None)
+        if online != count:
+            raise BenchError(f"only {online} of {count} idle connections stayed logged in")
+    finally:
+        await close_all(clients)
+    return MemoryResult(
+        connections=count,
+        server_rss_before=rss_before,
+        server_rss_delta=rss_after - rss_before,
+        tcp_mem_delta=(tcp_after - tcp_before) * PAGE,
+    )
+
+
+async def bench_server(
+    name: str,
+    settings: Settings,
+    workdir: Path,
+    log: Callable[[str], None],
+    *,
+    keep_data: bool = False,
+    server_env: dict[str, str] | None = None,
+) -> ServerResult:
+    starter = start_embedded if name == "embedded" else start_relay
+    server = await starter(workdir, server_env if name == "embedded" else None)
+    log(f"{name}: started in {server.started_in_s:.2f}s (pid {server.pid}, gateway {server.gateway})")
+    stages: list[StageResult] = []
+    memory: MemoryResult | None = None
+    try:
+        began = time.monotonic()
+        base = 1_000_000 + (os.getpid() % 1000) * 10_000
+        accounts = await provision(server, [base + i for i in range(settings.users + settings.idle_users)])
+        provision_seconds = time.monotonic() - began
+        log(f"{name}: {len(accounts)} users ready in {provision_seconds:.1f}s")
+        load_accounts, idle_accounts = accounts[: settings.users], accounts[settings.users :]
+        if settings.idle:
+            memory = await measure_idle(server, idle_accounts, settings.idle)
+            log(
+                f"{name}: {memory.connections} idle connections: "
+                f"{memory.rss_per_connection / 1024:.2f} KiB RSS + "
+                f"{memory.tcp_mem_per_connection / 1024:.2f} KiB TCP buffers each"
+            )
+        traffic = Traffic(settings.body_bytes)
+        clients = await connect_all(server, [(a, "load") for a in load_accounts], traffic.handler_for)
+        try:
+            traffic.pair_up(clients)
+            if settings.warmup_seconds > 0:
+                await traffic.run_stage(
+                    0, settings.start_rate / 2, settings.warmup_seconds, settings.drain_seconds, server.pid
+                )
+            history: list[tuple[float, bool]] = []
+            while (rate := next_rate(settings, history)) is not None:
+                number = len(history) + 1
+                stage = await traffic.run_stage(
+                    number, rate, settings.stage_seconds, settings.drain_seconds, server.pid
+                )
+                stages.append(stage)
+                history.append((rate, stage.kept_up))
+                log(
+                    f"{name}: stage {number}: target {rate:.0f}/s -> delivered {stage.delivered_rate:.0f}/s, "
+                    f"p50 {stage.p50_ms:.1f} ms, p99 {stage.p99_ms:.1f} ms, failed {stage.failed}, "
+                    f"missing {stage.missing}, dup {stage.duplicates}, reordered {stage.reordered}, "
+                    f"cpu gen {stage.generator_cpu:.0%} server {stage.server_cpu:.0%}, "
+                    f"syncs/msg {stage.sync_requests / max(stage.received, 1):.2f}"
+                    + ("" if stage.kept_up else "  (did not keep up)")
+                )
+        finally:
+            await close_all(clients)
+        rss_end = rss_bytes(server.pid)
+    finally:
+        exit_code = await server.stop()
+        if not keep_data:
+            shutil.rmtree(workdir / "data", ignore_errors=True)
+    return ServerResult(name, server.started_in_s, provision_seconds, stages, memory, rss_end, exit_code)
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def summary(results: dict[str, ServerResult], settings: Settings) -> list[str]:
+    lines = [
+        "chat benchmark (loopback; figures, not pass/fail)",
+        f"  load: {settings.users} connections in pairs, {settings.body_bytes}-byte bodies, open loop, "
+        f"stages of {settings.stage_seconds:g}s from {settings.start_rate:g}/s x{settings.factor:g}",
+    ]
+    for result in results.values():
+        best = result.sustained
+        lines.append(f"  {result.name}:")
+        if best is not None:
+            lines.append(
+                f"    sustained throughput  {best.delivered_rate:9.0f} msg/s   "
+                f"(p50 {best.p50_ms:.1f} ms, p99 {best.p99_ms:.1f} ms send-to-synced)"
+            )
+        else:
+            lines.append("    sustained throughput  none: the first stage did not keep up")
+        lines.append(f"    peak delivered        {result.peak_rate:9.0f} msg/s")
+        first = result.stages[0] if result.stages else None
+        if first is not None:
+            lines.append(
+                f"    latency at {first.target_rate:.0f}/s     "
+                f"p50 {first.p50_ms:.1f} ms, p99 {first.p99_ms:.1f} ms"
+            )
+        checked = sum(stage.received for stage in result.stages)
+        lines.append(
+            f"    checks                {checked} messages: missing {sum(s.missing for s in result.stages)}, "
+            f"duplicates {max((s.duplicates for s in result.stages), default=0)}, "
+            f"reordered {max((s.reordered for s in result.stages), default=0)}"
+        )
+        if result.memory is not None:
+            memory = result.memory
+            lines.append(
+                f"    idle connection       {memory.per_connection / 1024:6.2f} KiB "
+                f"({memory.rss_per_connection / 1024:.2f} KiB server RSS + "
+                f"{memory.tcp_mem_per_connection / 1024:.2f} KiB kernel TCP buffers, "
+                f"{memory.connections} conns)"
+            )
+        lines.append(
+            f"    server                start {result.start_seconds:.2f}s, "
+            f"RSS at end {result.server_rss_end / 2**20:.1f} MiB"
+        )
+    embedded, relay = results.get("embedded"), results.get("relay")
+    if embedded and relay:
+        lines.append("  ratio embedded / relay:")
+        e_best, r_best = embedded.sustained, relay.sustained
+        if e_best and r_best:
+            ratio = e_best.delivered_rate / r_best.delivered_rate
+            lines.append(f"    sustained throughput  {ratio:.2f}   (target >= 0.30)")
+        if relay.peak_rate:
+            lines.append(f"    peak delivered        {embedded.peak_rate / relay.peak_rate:.2f}")
+        if embedded.memory and relay.memory and relay.memory.per_connection > 0:
+            lines.append(
+                "    memory per idle conn  "
+                f"{embedded.memory.per_connection / relay.memory.per_connection:.2f}   "
+                f"(embedded target <= 8 KiB: {embedded.memory.per_connection / 1024:.2f} KiB)"
+            )
+    for result in results.values():
+        failed = [stage for stage in result.stages if not stage.kept_up]
+        if failed and failed[0].server_cpu < 0.5:
+            first = failed[0]
+            lines.append(
+                f"  note: {result.name} stopped keeping up at {first.target_rate:.0f}/s with its server at "
+                f"{first.server_cpu:.0%} CPU and the generator at {first.generator_cpu:.0%}: the server was "
+                "not the limit (the generator or a busy machine was), so its figure is a lower bound"
+            )
+    return lines
+
+
+def to_json(results: dict[str, ServerResult], settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"settings": asdict(settings), "servers": {}}
+    for name, result in results.items():
+        record = asdict(result)
+        record["sustained_rate"] = result.sustained.delivered_rate if result.sustained else None
+        record["peak_rate"] = result.peak_rate
+        if result.memory is not None:
+            record["memory"]["per_connection_bytes"] = result.memory.per_connection
+        out["servers"][name] = record
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Chat throughput, send-to-synced latency and idle-connection memory: FishChat embedded "
+        "vs a bare relay, measured in one run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--only", choices=("embedded", "relay"), help="measure one server only")
+    parser.add_argument("--users", type=int, default=40, help="load connections (even; paired)")
+    parser.add_argument(
+        "--idle", type=int, default=1000, help="idle logged-in connections for memory (0: skip)"
+    )
+    parser.add_argument("--idle-users", type=int, default=10, help="users the idle connections log in as")
+    parser.add_argument("--start-rate", type=float, default=100.0, help="first stage's target, messages/s")
+    parser.add_argument("--factor", type=float, default=2.0, help="rate multiplier per stage")
+    parser.add_argument("--max-stages", type=int, default=9, help="at most this many growing stages")
+    parser.add_argument("--stage-seconds", type=float, default=3.0, help="sending time per stage")
+    parser.add_argument("--drain-seconds", type=float, default=10.0, help="wait for acks and deliveries")
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=1.0, help="unmeasured stage at half the start rate"
+    )
+    parser.add_argument("--body-bytes", type=int, default=100, help="message body size")
+    parser.add_argument(
+        "--max-seconds", type=float, default=900.0, help="abort the whole run after this long"
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for the embedded server, e.g. FISHCHAT_STORAGE_DURABLE_COMMITS=false (repeatable)",
+    )
+    parser.add_argument("--keep-data", action="store_true", help="keep the embedded server's data directory")
+    args = parser.parse_args(argv)
+    if args.users < 2 or args.users % 2:
+        parser.error("--users must be an even number, at least 2")
+    if (
+        args.idle < 0
+        or args.idle_users < 1
+        or args.max_stages < 1
+        or args.factor <= 1
+        or args.start_rate <= 0
+    ):
+        parser.error("--idle >= 0, --idle-users >= 1, --max-stages >= 1, --factor > 1, --start-rate > 0")
+    if any("=" not in item for item in args.server_env):
+        parser.error("--server-env takes NAME=VALUE")
+    if args.body_bytes < 40:
+        parser.error("--body-bytes must be at least 40 (the sequence header)")
+    return args
+
+
+async def run(args: argparse.Namespace) -> dict[str, ServerResult]:
+    settings = Settings(
+        users=args.users,
+        idle=args.idle,
+        idle_users=args.idle_users,
+        start_rate=args.start_rate,
+        factor=args.factor,
+        max_stages=args.max_stages,
+        stage_seconds=args.stage_seconds,
+        drain_seconds=args.drain_seconds,
+        warmup_seconds=args.warmup_seconds,
+        body_bytes=args.body_bytes,
+    )
+    needed = 2 * (args.users + args.idle) + 200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard < needed:
+            raise BenchError(f"needs {needed} open files, the limit is {hard}: lower --idle")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    workroot = stack_dir() / "bench" / time.strftime("chat-%Y%m%d-%H%M%S")
+    results: dict[str, ServerResult] = {}
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    async with asyncio.timeout(args.max_seconds):
+        for name in ("relay", "embedded"):
+            if args.only and name != args.only:
+                continue
+            workdir = workroot / name
+            workdir.mkdir(parents=True, exist_ok=True)
+            results[name] = await bench_server(
+                name, settings, workdir, log, keep_data=args.keep_data, server_env=server_env
+            )
+    lines = summary(results, settings)
+    print("\n".join(lines), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(to_json(results, settings), indent=2))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        uvloop.run(run(args))
+    except BenchError as exc:
+        print(f"chat_bench: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"chat_bench: the run took longer than --max-seconds {args.max_seconds:g}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
