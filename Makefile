@@ -26,8 +26,11 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS)
 
 proto: $(PROTO_STAMP)
 
+# Every role in one process on the original ports (gateway 10000, access 11000, HTTP API 6001, admin
+# 6003); data in $(FISHCHAT_DATA_DIR) (default .data). Extra flags: make run RUN_ARGS="--log-level debug".
+FISHCHAT_DATA_DIR ?= .data
 run: venv
-	@echo "make run arrives with the chat core (issue 3)"
+	$(PY) -m fishchat up --data-dir "$(FISHCHAT_DATA_DIR)" $(RUN_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

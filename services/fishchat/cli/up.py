@@ -1,0 +1,116 @@
+"""`fishchat up`: the whole chat system in one process (gateway, access, HTTP API, embedded storage).
+
+Data lives in one directory (`--data-dir`, else $FISHCHAT_DATA_DIR, else `.data` in the current
+directory) and survives restarts; a second process on the same directory is refused. Settings come
+from `--config FILE` (TOML), then `FISHCHAT_<SECTION>_<KEY>` variables, then the flags. A port of 0
+picks a free one; once every role listens, one JSON line is printed on stdout:
+
+    {"event": "ready", "host": "127.0.0.1", "gateway": 10000, "access": 11000, "http": 6001,
+     "admin": 6003, "data_dir": ".data", "pid": 4242}
+
+Logs are JSON lines on stderr. SIGTERM or SIGINT drains (clients are told to reconnect, in-flight
+sends are acked) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fishchat.config import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_DATA_DIR_IN_USE = 1
+DATA_DIR_ENV = "FISHCHAT_DATA_DIR"
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not within 0..65535 (0: any free port)")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "up",
+        help="run every server role in one process (embedded storage)",
+        description=(
+            "Run gateway, access server, HTTP API and admin endpoints in one process, storing data in "
+            "one directory. Port 0 picks a free port; the chosen ports are printed as one JSON line "
+            '{"event":"ready",...} on stdout. SIGTERM/SIGINT drain and stop.'
+        ),
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"data directory (default: ${DATA_DIR_ENV}, else .data in the current directory)",
+    )
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="TOML settings file")
+    parser.add_argument("--host", default=None, help="address every role listens on (default 127.0.0.1)")
+    parser.add_argument("--gateway-port", type=_port, default=None, metavar="PORT", help="gateway (10000)")
+    parser.add_argument(
+        "--access-port", type=_port, default=None, metavar="PORT", help="access server (11000)"
+    )
+    parser.add_argument("--http-port", type=_port, default=None, metavar="PORT", help="HTTP API (6001)")
+    parser.add_argument(
+        "--admin-port", type=_port, default=None, metavar="PORT", help="/metrics /healthz /readyz (6003)"
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default=None, help="log level (info)"
+    )
+    parser.set_defaults(handler=_up)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "data_dir": str(args.data_dir) if args.data_dir is not None else None,
+        "host": args.host,
+        "gateway.port": args.gateway_port,
+        "access.port": args.access_port,
+        "http.port": args.http_port,
+        "admin.port": args.admin_port,
+        "log_level": args.log_level,
+    }
+
+
+async def _up(args: argparse.Namespace) -> int:
+    # Imported here: the client commands of `fishchat` should not pay for loading every server role.
+    from fishchat.embedded.backend import DataDirInUse
+    from fishchat.observability import run_until_signalled, setup_logging
+    from fishchat.server.app import Listening, run_embedded
+    from fishchat.server.config import load_up_config
+
+    try:
+        config = load_up_config(args.config, os.environ, _overrides(args))
+    except ConfigError as exc:
+        print(f"fishchat up: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+    log = logging.getLogger("fishchat.up")
+
+    def ready(listening: Listening) -> None:
+        print(json.dumps(listening.ready_event(str(config.data_dir))), flush=True)
+
+    async def serve(stop: Any) -> None:
+        await run_embedded(config, stop, ready)
+
+    try:
+        await run_until_signalled(serve, log)
+    except DataDirInUse as exc:
+        print(f"fishchat up: {exc}", file=sys.stderr)
+        return EXIT_DATA_DIR_IN_USE
+    except OSError as exc:  # a port already in use, an unwritable data directory
+        print(f"fishchat up: {exc}", file=sys.stderr)
+        return EXIT_DATA_DIR_IN_USE
+    return 0

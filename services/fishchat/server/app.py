@@ -1,0 +1,119 @@
+"""The embedded profile's composition root: every role in one process over one data directory.
+
+`run_embedded` opens the `EmbeddedBackend` (SQLite file, in-process log, registry, presence and
+notifier; delivery running), starts access, gateway, HTTP API and the admin server, reports the
+ports it listens on, and on the stop signal shuts down in the order that loses nothing:
+
+1. /readyz turns 503; the access server leaves the registry, so the gateway hands it out no more;
+2. access tells every client to reconnect (ResReconnect "draining"), finishes the requests it has
+   received (their acks are written) and closes the connections;
+3. the gateway and the HTTP API stop;
+4. delivery is given time to store and notify everything already accepted (what it cannot finish is
+   in the durable log and is delivered at the next start);
+5. the database is closed and the data directory's lock released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from fishchat.embedded.backend import EmbeddedBackend
+from fishchat.observability import AdminServer
+from fishchat.server.access import AccessServer
+from fishchat.server.config import UpConfig
+from fishchat.server.gateway import GatewayServer
+from fishchat.server.http_api import HttpApi
+from fishchat.server.metrics import ServerMetrics
+
+log = logging.getLogger("fishchat.up")
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the roles listen (the real ports when 0 asked for free ones)."""
+
+    host: str
+    gateway: int
+    access: int
+    http: int
+    admin: int
+
+    def ready_event(self, data_dir: str) -> dict[str, Any]:
+        return {
+            "event": "ready",
+            "host": self.host,
+            "gateway": self.gateway,
+            "access": self.access,
+            "http": self.http,
+            "admin": self.admin,
+            "data_dir": data_dir,
+            "pid": os.getpid(),
+        }
+
+
+async def run_embedded(
+    config: UpConfig, stop: asyncio.Event, on_ready: Callable[[Listening], None] | None = None
+) -> None:
+    """Serve every role until `stop` is set, then drain and close (see the module docstring)."""
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    backend = await EmbeddedBackend.open(
+        config.data_dir, settings=config.chat, durable_commits=config.storage.durable_commits
+    )
+    service = backend.service
+    access = AccessServer(
+        service, backend.notifier, backend.registry, config.access, config.chat, config.host, metrics
+    )
+    gateway = GatewayServer(service, config.gateway, config.host, metrics)
+    http = HttpApi(service, config.http, config.host, metrics)
+    admin = AdminServer(registry, config.host, config.admin.port)
+
+    async def database_ready() -> bool:
+        await backend.db.read_one("SELECT 1")
+        return True
+
+    async def access_ready() -> bool:
+        return access.accepting
+
+    admin.add_readiness_check("database", database_ready)
+    admin.add_readiness_check("access", access_ready)
+    started: list[Any] = []
+    try:
+        await access.start()
+        started.append(access)
+        await gateway.start()
+        started.append(gateway)
+        await http.start()
+        started.append(http)
+        await admin.start()
+        started.append(admin)
+        listening = Listening(config.host, gateway.port, access.port, http.port, admin.port)
+        log.info("ready", extra=listening.ready_event(str(backend.data_dir)))
+        if on_ready is not None:
+            on_ready(listening)
+        await stop.wait()
+        log.info("draining")
+        admin.mark_draining()
+        await access.drain()
+    finally:
+        # Whatever got started is stopped, also when a later start failed or drain was interrupted.
+        for role in (access, gateway):
+            if role in started:
+                with contextlib.suppress(Exception):
+                    await role.close()
+        if http in started:
+            await http.stop()
+        if not await backend.drain(config.storage.drain_timeout_s):
+            log.warning("delivery did not finish in time; the rest is delivered at the next start")
+        if admin in started:
+            await admin.stop()
+        await backend.close()
+        log.info("stopped")
