@@ -45,15 +45,18 @@ def load_config(
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    environment = dict(os.environ if env is None else env)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
+        # An override beats both the file and the environment: drop the variable, set the value.
+        environment.pop(ENV_PREFIX + dotted.replace(".", "_").upper(), None)
         table = data
         *parents, leaf = dotted.split(".")
         for part in parents:
             table = table.setdefault(part, {})
         table[leaf] = value
-    return _build(cls, data, os.environ if env is None else env, source=str(path or "defaults"), prefix=[])
+    return _build(cls, data, environment, source=str(path or "defaults"), prefix=[])
 
 
 def _build(

@@ -45,6 +45,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
     env = {"FISHCHAT_ACCESS_PORT": "11002", "FISHCHAT_LEGACY": "yes", "FISHCHAT_ENDPOINTS": "a:1, b:2"}
     config = load_config(Sample, path, env=env, overrides={"name": "n1", "access.host": None})
     assert config.access == Listen("0.0.0.0", 11002)
+    flagged = load_config(Sample, path, env=env, overrides={"access.port": 11003})
+    assert flagged.access.port == 11003  # a command-line flag beats the environment
     assert config.data_dir == Path("~/x").expanduser()
     assert config.ratio == 1.0
     assert config.legacy is True

@@ -11,13 +11,12 @@ message naming it instead of surfacing later as odd behaviour.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fishchat.config import ENV_PREFIX, ConfigError, check_port, load_config
+from fishchat.config import ConfigError, check_port, load_config
 from fishchat.domain.settings import ChatSettings
 from fishchat.protocol.codec import MAX_PAYLOAD
 from fishchat.protocol.frames import MAX_DEVICE_BYTES, MAX_MSG_BYTES, MAX_MSG_ID_BYTES, FieldLimits
@@ -184,17 +183,9 @@ def load_up_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> UpConfig:
-    """Defaults, then the TOML file, then `FISHCHAT_*` variables, then `overrides` (dotted names).
-
-    Overrides are the command-line flags, so they must beat the environment: the variable of each
-    given override is left out of the environment handed to the loader.
-    """
-    environment = dict(os.environ if env is None else env)
-    given = {name: value for name, value in (overrides or {}).items() if value is not None}
-    for dotted in given:
-        environment.pop(ENV_PREFIX + dotted.replace(".", "_").upper(), None)
+    """Defaults, then the TOML file, then `FISHCHAT_*` variables, then `overrides` (the flags)."""
     try:
-        return load_config(UpConfig, path, environment, given)
+        return load_config(UpConfig, path, env, overrides)
     except ValueError as exc:  # a range check outside a section's own __post_init__
         if isinstance(exc, ConfigError):
             raise
