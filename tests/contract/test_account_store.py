@@ -12,15 +12,22 @@ from fishchat.domain.ports import AccountStore
 from fishchat.domain.records import Account
 from fishchat.embedded.accounts import SqliteAccountStore
 from fishchat.embedded.database import SqliteDatabase
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.mysql import MySQLAccountStore, MySQLDatabase
+from tests.contract.harness import Harness, HarnessFactory, mariadb, sqlite
 
 
 async def _embedded(db: SqliteDatabase) -> AccountStore:
     return SqliteAccountStore(db)
 
 
-# Production implementations join this list (e.g. a MariaDB factory using the stack fixtures).
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+async def _mariadb(db: MySQLDatabase) -> AccountStore:
+    return MySQLAccountStore(db)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(mariadb(_mariadb), id="mariadb"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

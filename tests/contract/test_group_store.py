@@ -11,14 +11,22 @@ from fishchat.domain.ports import GroupStore
 from fishchat.domain.records import Group
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.groups import SqliteGroupStore
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.mysql import MySQLDatabase, MySQLGroupStore
+from tests.contract.harness import Harness, HarnessFactory, mariadb, sqlite
 
 
 async def _embedded(db: SqliteDatabase) -> GroupStore:
     return SqliteGroupStore(db)
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+async def _mariadb(db: MySQLDatabase) -> GroupStore:
+    return MySQLGroupStore(db)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(mariadb(_mariadb), id="mariadb"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

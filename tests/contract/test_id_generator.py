@@ -14,14 +14,46 @@ from fishchat.domain.ports import IdGenerator
 from fishchat.domain.snowflake import split_id
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.ids import open_id_generator
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.etcd import EtcdIdGenerator, EtcdSession, EtcdSettings, connect_etcd
+from tests.contract.harness import (
+    Closer,
+    Harness,
+    HarnessFactory,
+    ServerHarness,
+    etcd_test_prefix,
+    sqlite,
+    stack_setting,
+)
 
 
 async def _embedded(db: SqliteDatabase) -> IdGenerator:
     return await open_id_generator(db, SystemClock())
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+def _etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Harness[IdGenerator]:
+    endpoints = stack_setting(request, "FISHCHAT_ETCD_ENDPOINTS")
+    prefix = etcd_test_prefix(request, endpoints, "snowflake")
+
+    async def build() -> tuple[IdGenerator, Closer]:
+        settings = EtcdSettings(endpoints=endpoints, lease_ttl_s=5)
+        client = connect_etcd(settings)
+        session = await EtcdSession.open(client, settings.lease_ttl_s)
+        generator = await EtcdIdGenerator.open(session, prefix)
+
+        async def close() -> None:
+            await generator.close()
+            await session.close()
+            await client.close()
+
+        return generator, close
+
+    return ServerHarness(build)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(_etcd, id="etcd"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -13,14 +13,18 @@ from fishchat.domain.ports import IdempotencyStore
 from fishchat.domain.records import ClaimState, Completion, SendResult
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.idempotency import SqliteIdempotencyStore
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.redis import RedisIdempotencyStore
+from tests.contract.harness import Harness, HarnessFactory, redis_server, sqlite
 
 
 async def _embedded(db: SqliteDatabase) -> IdempotencyStore:
     return SqliteIdempotencyStore(db, SystemClock())
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(redis_server(RedisIdempotencyStore), id="redis"),
+]
 
 LONG_MS = 60_000
 

@@ -6,17 +6,36 @@ Tests look only at records of their own fresh uids, so a shared production topic
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fishchat.domain.ports import MessageLogConsumer
 from fishchat.domain.records import MsgType, StoredMessage
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.message_log import SqliteMessageLog
-from tests.contract.harness import Harness, HarnessFactory, LogEnds, sqlite
+from fishchat.production.kafka import (
+    KafkaMessageLog,
+    KafkaMessageLogConsumer,
+    KafkaSettings,
+    commit_end_offsets,
+    ensure_topics,
+)
+from tests.contract.harness import (
+    Closer,
+    Harness,
+    HarnessFactory,
+    LogEnds,
+    ServerHarness,
+    session_cleanup,
+    sqlite,
+    stack_setting,
+    unique_name,
+)
 
 
 async def _embedded(db: SqliteDatabase) -> LogEnds:
@@ -24,7 +43,68 @@ async def _embedded(db: SqliteDatabase) -> LogEnds:
     return LogEnds(log, log)
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+# One pair of topics per session and bootstrap address (creating topics is slow); each test gets its
+# own consumer group, started at the topics' current end so that other tests' records are not its.
+_SESSION_TOPICS: dict[str, tuple[str, str]] = {}
+
+
+def _kafka(request: pytest.FixtureRequest, tmp_path: Path) -> Harness[LogEnds]:
+    bootstrap = stack_setting(request, "FISHCHAT_KAFKA_BOOTSTRAP")
+    if bootstrap not in _SESSION_TOPICS:
+        topics = _SESSION_TOPICS[bootstrap] = (unique_name("p2p"), unique_name("group"))
+        session_cleanup(request, lambda: _delete_topics(bootstrap, topics))
+    p2p_topic, group_topic = _SESSION_TOPICS[bootstrap]
+    settings = KafkaSettings(
+        bootstrap=bootstrap,
+        p2p_topic=p2p_topic,
+        group_topic=group_topic,
+        consumer_group=unique_name("msg-job"),
+        partitions=4,
+        # Short group timings, so that a restarted consumer takes over its partitions quickly.
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=500,
+        rebalance_timeout_ms=5_000,
+        request_timeout_ms=10_000,
+    )
+    started = False
+
+    async def build() -> tuple[LogEnds, Closer]:
+        nonlocal started
+        if not started:
+            await ensure_topics(settings)
+            await commit_end_offsets(settings)
+            started = True
+        log = await KafkaMessageLog.open(settings)
+        consumer = await KafkaMessageLogConsumer.open(settings)
+
+        async def close() -> None:
+            await consumer.close()
+            await log.close()
+
+        return LogEnds(log, consumer), close
+
+    return ServerHarness(build)
+
+
+def _delete_topics(bootstrap: str, topics: tuple[str, ...]) -> None:
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            await admin.delete_topics(list(topics))
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(delete())
+    except Exception as exc:  # the broker may be stopped already; the topics then stay behind
+        logging.getLogger(__name__).warning("could not delete contract topics %s: %r", topics, exc)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(_kafka, id="kafka"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

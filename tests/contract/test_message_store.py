@@ -2,23 +2,68 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import happybase
 import pytest
 
 from fishchat.domain.ports import MessageStore
 from fishchat.domain.records import MsgType, StoredMessage
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.messages import SqliteMessageStore
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.hbase import HBaseMessageStore, HBaseSettings, ensure_table
+from tests.contract.harness import (
+    Closer,
+    Harness,
+    HarnessFactory,
+    ServerHarness,
+    session_cleanup,
+    sqlite,
+    stack_setting,
+    unique_name,
+)
 
 
 async def _embedded(db: SqliteDatabase) -> MessageStore:
     return SqliteMessageStore(db)
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+# One table per session and gateway (creating a table takes a while); tests use fresh uids in it.
+_SESSION_TABLES: dict[str, str] = {}
+
+
+def _hbase(request: pytest.FixtureRequest, tmp_path: Path) -> Harness[MessageStore]:
+    thrift = stack_setting(request, "FISHCHAT_HBASE_THRIFT")
+    if thrift not in _SESSION_TABLES:
+        table = _SESSION_TABLES[thrift] = unique_name("im").replace("-", "_")
+        session_cleanup(request, lambda: _drop_table(HBaseSettings(thrift=thrift, table=table)))
+    settings = HBaseSettings(thrift=thrift, table=_SESSION_TABLES[thrift], pool_size=4)
+
+    async def build() -> tuple[MessageStore, Closer]:
+        await ensure_table(settings)
+        store = HBaseMessageStore(settings)
+        return store, store.close
+
+    return ServerHarness(build)
+
+
+def _drop_table(settings: HBaseSettings) -> None:
+    try:
+        conn = happybase.Connection(settings.host, settings.port, timeout=30_000)
+        try:
+            conn.delete_table(settings.table, disable=True)
+        finally:
+            conn.close()
+    except Exception as exc:  # HBase may be stopped already; the table then stays behind
+        logging.getLogger(__name__).warning("could not drop contract table %s: %r", settings.table, exc)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(_hbase, id="hbase"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

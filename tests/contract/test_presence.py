@@ -16,10 +16,12 @@ from fishchat.domain.clock import SystemClock
 from fishchat.domain.ports import Presence
 from fishchat.domain.records import Route
 from fishchat.embedded.presence import InMemoryPresence
-from tests.contract.harness import Harness, HarnessFactory, in_process
+from fishchat.production.redis import RedisPresence
+from tests.contract.harness import Harness, HarnessFactory, in_process, redis_server
 
 IMPLEMENTATIONS: list[object] = [
     pytest.param(in_process(lambda: InMemoryPresence(SystemClock())), id="embedded-memory"),
+    pytest.param(redis_server(RedisPresence), id="redis"),
 ]
 
 LONG_MS = 60_000

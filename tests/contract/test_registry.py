@@ -10,9 +10,42 @@ import pytest
 from fishchat.domain.ports import Registry
 from fishchat.domain.records import ServiceInstance
 from fishchat.embedded.registry import InMemoryRegistry
-from tests.contract.harness import Harness, HarnessFactory, in_process
+from fishchat.production.etcd import EtcdRegistry, EtcdSession, EtcdSettings, connect_etcd
+from tests.contract.harness import (
+    Closer,
+    Harness,
+    HarnessFactory,
+    ServerHarness,
+    etcd_test_prefix,
+    in_process,
+    stack_setting,
+)
 
-IMPLEMENTATIONS: list[object] = [pytest.param(in_process(InMemoryRegistry), id="embedded-memory")]
+
+def _etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Harness[Registry]:
+    endpoints = stack_setting(request, "FISHCHAT_ETCD_ENDPOINTS")
+    prefix = etcd_test_prefix(request, endpoints, "registry")
+
+    async def build() -> tuple[Registry, Closer]:
+        settings = EtcdSettings(endpoints=endpoints, lease_ttl_s=5)
+        client = connect_etcd(settings)
+        session = await EtcdSession.open(client, settings.lease_ttl_s)
+        registry = await EtcdRegistry.open(session, prefix)
+
+        async def close() -> None:
+            await registry.close()
+            await session.close()
+            await client.close()
+
+        return registry, close
+
+    return ServerHarness(build)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(in_process(InMemoryRegistry), id="embedded-memory"),
+    pytest.param(_etcd, id="etcd"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -13,14 +13,18 @@ from fishchat.domain.ports import TokenStore
 from fishchat.domain.records import TokenInfo
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.tokens import SqliteTokenStore
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.redis import RedisTokenStore
+from tests.contract.harness import Harness, HarnessFactory, redis_server, sqlite
 
 
 async def _embedded(db: SqliteDatabase) -> TokenStore:
     return SqliteTokenStore(db, SystemClock())
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(redis_server(lambda client, keys: RedisTokenStore(client, keys, SystemClock())), id="redis"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

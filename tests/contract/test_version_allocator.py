@@ -12,14 +12,46 @@ import pytest
 from fishchat.domain.ports import VersionAllocator
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.versions import SqliteVersionAllocator
-from tests.contract.harness import Harness, HarnessFactory, sqlite
+from fishchat.production.etcd import EtcdSettings, EtcdVersionAllocator, VersionSettings, connect_etcd
+from tests.contract.harness import (
+    Closer,
+    Harness,
+    HarnessFactory,
+    ServerHarness,
+    etcd_test_prefix,
+    sqlite,
+    stack_setting,
+)
 
 
 async def _embedded(db: SqliteDatabase) -> VersionAllocator:
     return SqliteVersionAllocator(db)
 
 
-IMPLEMENTATIONS: list[object] = [pytest.param(sqlite(_embedded), id="embedded-sqlite")]
+def _etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Harness[VersionAllocator]:
+    endpoints = stack_setting(request, "FISHCHAT_ETCD_ENDPOINTS")
+    # Small segments, so that the tests cross segment boundaries and reserve concurrently.
+    settings = VersionSettings(
+        prefix=etcd_test_prefix(request, endpoints, "versions"), min_segment=2, max_segment=8
+    )
+
+    async def build() -> tuple[VersionAllocator, Closer]:
+        client = connect_etcd(EtcdSettings(endpoints=endpoints))
+        allocator = EtcdVersionAllocator(client, settings)
+
+        async def close() -> None:
+            await allocator.close()
+            await client.close()
+
+        return allocator, close
+
+    return ServerHarness(build)
+
+
+IMPLEMENTATIONS: list[object] = [
+    pytest.param(sqlite(_embedded), id="embedded-sqlite"),
+    pytest.param(_etcd, id="etcd"),
+]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
