@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(args.components or None)
         if args.command == "up":
             began = time.monotonic()
-            started = stack.up()
+            started = stack.up(progress=lambda line: print(line, file=sys.stderr, flush=True))
             took = time.monotonic() - began
             print(
                 f"up: started {', '.join(started) or 'nothing (all running)'} in {took:.1f}s", file=sys.stderr

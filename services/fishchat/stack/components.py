@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,15 +42,26 @@ class Stack:
         self.components = [load(n) for n in (names or COMPONENTS)]
         self._lock = threading.Lock()
 
-    def up(self) -> list[str]:
-        """Install and start every component not yet running; return the names this call started."""
+    def up(self, progress: Callable[[str], None] | None = None) -> list[str]:
+        """Install and start every component not yet running; return the names this call started.
+
+        `progress` gets one line per step, so a cold install (minutes of Go and Maven) is visibly alive.
+        """
         started: list[str] = []
+        say = progress or (lambda _: None)
 
         def bring_up(component: Component) -> None:
             if component.running():
                 return
+            began = time.monotonic()
+            say(f"[{component.name}] installing if missing (logs: {component.workdir / 'log'})")
             component.install()
+            installed = time.monotonic()
             component.start()
+            say(
+                f"[{component.name}] up: install {installed - began:.1f}s, "
+                f"start {time.monotonic() - installed:.1f}s"
+            )
             with self._lock:
                 started.append(component.name)
 
