@@ -1,0 +1,111 @@
+"""The TOML configuration each role's pods read: listeners, etcd discovery and its backends.
+
+Each role gets only the sections of the servers it talks to (design §2), so a role cannot quietly
+grow a dependency the operator does not know about. Secrets and pod facts (database credentials,
+Redis password, the pod IP to advertise) are not here: they reach the pod as environment overrides
+(`FISHCHAT_<SECTION>_<KEY>`, see `render.py`), so a ConfigMap never holds a password.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fishchat_operator import tomlfmt
+from fishchat_operator.constants import Port, Role
+from fishchat_operator.model import Cluster
+
+ANY_HOST: Final = "0.0.0.0"
+ETCD_LEASE_TTL_SECONDS: Final = 10
+# Margin between the end of the drain and the kill at the end of the grace period.
+DRAIN_MARGIN_SECONDS: Final = 5
+
+KAFKA_ROLES: Final = frozenset({Role.LOGIC, Role.MSG_JOB})
+HBASE_ROLES: Final = frozenset({Role.MSG_JOB, Role.MANAGER})
+REDIS_ROLES: Final = frozenset({Role.REGISTER, Role.NOTIFY, Role.LOGIC})
+MYSQL_ROLES: Final = frozenset({Role.REGISTER})
+
+# Which container ports each role listens on, by port name; the metrics port is everyone's.
+GRPC_PORT: Final[dict[Role, Port]] = {
+    Role.ACCESS: Port.ACCESS_GRPC,
+    Role.LOGIC: Port.LOGIC_GRPC,
+    Role.REGISTER: Port.REGISTER_GRPC,
+    Role.MANAGER: Port.MANAGER_GRPC,
+    Role.NOTIFY: Port.NOTIFY_GRPC,
+    Role.IDGEN: Port.IDGEN_GRPC,
+}
+CLIENT_PORT: Final[dict[Role, Port]] = {Role.GATEWAY: Port.GATEWAY_CLIENT, Role.ACCESS: Port.ACCESS_CLIENT}
+HTTP_PORT: Final[dict[Role, Port]] = {Role.REGISTER: Port.REGISTER_HTTP}
+
+
+def config_file_name(role: Role) -> str:
+    return f"{role.value}.toml"
+
+
+def msg_job_consumer_group(cluster: Cluster) -> str:
+    return f"fishchat-{cluster.namespace}-{cluster.name}-msg-job"
+
+
+def drain_timeout_seconds(cluster: Cluster) -> int:
+    access = cluster.spec.roles.access
+    budget = access.termination_grace_period_seconds - access.pre_stop_sleep_seconds - DRAIN_MARGIN_SECONDS
+    return max(1, budget)
+
+
+def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
+    """The configuration of `role` in `cluster` as a mapping (tables are nested mappings)."""
+    spec = cluster.spec
+    backends = spec.backends
+    server: dict[str, Any] = {"metrics_listen": f"{ANY_HOST}:{Port.METRICS.value}"}
+    if role in CLIENT_PORT:
+        server["client_listen"] = f"{ANY_HOST}:{CLIENT_PORT[role].value}"
+    if role in GRPC_PORT:
+        server["grpc_listen"] = f"{ANY_HOST}:{GRPC_PORT[role].value}"
+    if role in HTTP_PORT:
+        server["http_listen"] = f"{ANY_HOST}:{HTTP_PORT[role].value}"
+    if role is Role.ACCESS:
+        server["drain_timeout_seconds"] = drain_timeout_seconds(cluster)
+
+    config: dict[str, Any] = {
+        "role": role.value,
+        "cluster": cluster.name,
+        "namespace": cluster.namespace,
+        "server": server,
+        "etcd": {
+            "endpoints": list(backends.etcd.endpoints),
+            "prefix": cluster.etcd_prefix,
+            "lease_ttl_seconds": ETCD_LEASE_TTL_SECONDS,
+        },
+    }
+    if role in KAFKA_ROLES:
+        kafka: dict[str, Any] = {
+            "bootstrap_servers": list(backends.kafka.bootstrap_servers),
+            "p2p_topic": spec.topics.p2p.name,
+            "group_topic": spec.topics.group.name,
+        }
+        if role is Role.MSG_JOB:
+            kafka["consumer_group"] = msg_job_consumer_group(cluster)
+        config["kafka"] = kafka
+    if role in HBASE_ROLES:
+        config["hbase"] = {
+            "thrift_host": backends.hbase.thrift_host,
+            "thrift_port": backends.hbase.thrift_port,
+            "table": spec.table.name,
+        }
+    if role in REDIS_ROLES:
+        config["redis"] = {"url": backends.redis.url}
+    if role in MYSQL_ROLES:
+        config["mysql"] = {
+            "host": backends.mariadb.host,
+            "port": backends.mariadb.port,
+            "database": backends.mariadb.database,
+        }
+    return config
+
+
+def render_role_config(cluster: Cluster, role: Role) -> str:
+    header = (
+        f"FishChat {role.value} configuration of FishChatCluster {cluster.namespace}/{cluster.name}.",
+        "Rendered by fishchat-operator from the cluster's spec; edits here are overwritten.",
+        "Credentials and the advertised address come from FISHCHAT_* environment overrides.",
+    )
+    return tomlfmt.dumps(role_config(cluster, role), header)
