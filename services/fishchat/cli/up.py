@@ -10,6 +10,13 @@ picks a free one; once every role listens, one JSON line is printed on stdout:
 
 Logs are JSON lines on stderr. SIGTERM or SIGINT drains (clients are told to reconnect, in-flight
 sends are acked) and exits 0.
+
+`--profile production` runs the same roles over the real servers instead of the data directory
+(`fishchat.production.backend`): MariaDB, Redis, Kafka, HBase and etcd, found through the settings'
+`[mysql]`, `[redis]`, `[kafka]`, `[hbase]` and `[etcd]` tables or `FISHCHAT_MYSQL_URL`,
+`FISHCHAT_REDIS_URL`, `FISHCHAT_KAFKA_BOOTSTRAP`, `FISHCHAT_HBASE_THRIFT`, `FISHCHAT_ETCD_ENDPOINTS`.
+Its ready line carries `"profile": "production"` instead of the data directory. A server that cannot
+be reached at start is named on stderr and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -19,14 +26,22 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fishchat.config import ConfigError
+from fishchat.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from fishchat.production.backend import ProductionSettings
+    from fishchat.server.config import UpConfig
 
 EXIT_CONFIG = 2
 EXIT_DATA_DIR_IN_USE = 1
 DATA_DIR_ENV = "FISHCHAT_DATA_DIR"
+PROFILE_ENV = "FISHCHAT_PROFILE"
+PROFILES = ("embedded", "production")
+EXIT_BACKEND_UNAVAILABLE = 1
 
 
 def _port(text: str) -> int:
@@ -55,6 +70,12 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="DIR",
         help=f"data directory (default: ${DATA_DIR_ENV}, else .data in the current directory)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help=f"embedded (one data directory) or production (the real servers); default ${PROFILE_ENV}",
     )
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="TOML settings file")
     parser.add_argument("--host", default=None, help="address every role listens on (default 127.0.0.1)")
@@ -85,6 +106,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    profile = args.profile or os.environ.get(PROFILE_ENV) or "embedded"
+    if profile not in PROFILES:
+        print(f"fishchat up: {PROFILE_ENV}={profile!r} is not one of {', '.join(PROFILES)}", file=sys.stderr)
+        return EXIT_CONFIG
+    if profile == "production":
+        return await _up_production(args)
+    return await _up_embedded(args)
+
+
+async def _up_embedded(args: argparse.Namespace) -> int:
     # Imported here: the client commands of `fishchat` should not pay for loading every server role.
     from fishchat.embedded.backend import DataDirInUse
     from fishchat.observability import run_until_signalled, setup_logging
@@ -113,4 +144,59 @@ async def _up(args: argparse.Namespace) -> int:
     except OSError as exc:  # a port already in use, an unwritable data directory
         print(f"fishchat up: {exc}", file=sys.stderr)
         return EXIT_DATA_DIR_IN_USE
+    return 0
+
+
+def _production_config_class() -> type[UpConfig]:
+    """`UpConfig` plus `ProductionSettings`'s sections, as one dataclass for `load_config` (so the
+    TOML file and the `FISHCHAT_<SECTION>_<KEY>` variables cover both)."""
+    from fishchat.production.backend import ProductionSettings
+    from fishchat.server.config import UpConfig
+
+    @dataclass(frozen=True)
+    class ProductionUpConfig(UpConfig, ProductionSettings):
+        """Every role's settings and where the production servers are."""
+
+    return ProductionUpConfig
+
+
+def _production_settings(config: UpConfig) -> ProductionSettings:
+    from fishchat.production.backend import ProductionSettings
+
+    return ProductionSettings(**{f.name: getattr(config, f.name) for f in fields(ProductionSettings)})
+
+
+async def _up_production(args: argparse.Namespace) -> int:
+    from fishchat.observability import run_until_signalled, setup_logging
+    from fishchat.production.backend import BackendUnavailable, ProductionBackend
+    from fishchat.server.app import Listening, serve_backend
+
+    overrides = _overrides(args)
+    overrides.pop("data_dir")
+    try:
+        config = load_config(_production_config_class(), args.config, os.environ, overrides)
+        settings = _production_settings(config)
+    except ValueError as exc:  # ConfigError, or a range check outside a section's own __post_init__
+        print(f"fishchat up: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+    log = logging.getLogger("fishchat.up")
+
+    def ready(listening: Listening) -> None:
+        event = listening.ready_event("")
+        del event["data_dir"]
+        print(json.dumps({**event, "profile": "production"}), flush=True)
+
+    async def serve(stop: Any) -> None:
+        async with await ProductionBackend.open(settings, chat=config.chat) as backend:
+            await serve_backend(config, backend, stop, backend.readiness_checks(), ready)
+
+    try:
+        await run_until_signalled(serve, log)
+    except BackendUnavailable as exc:
+        print(f"fishchat up: {exc}", file=sys.stderr)
+        return EXIT_BACKEND_UNAVAILABLE
+    except OSError as exc:  # a port already in use
+        print(f"fishchat up: {exc}", file=sys.stderr)
+        return EXIT_BACKEND_UNAVAILABLE
     return 0

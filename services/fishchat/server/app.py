@@ -19,19 +19,21 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from fishchat.domain.service import ChatService
 from fishchat.embedded.backend import EmbeddedBackend
-from fishchat.observability import AdminServer
+from fishchat.observability import AdminServer, ReadinessCheck
 from fishchat.server.access import AccessServer
 from fishchat.server.config import UpConfig
 from fishchat.server.gateway import GatewayServer
 from fishchat.server.http_api import HttpApi
 from fishchat.server.metrics import ServerMetrics
+from fishchat.server.ports import Announcer, NoticeSource
 
 log = logging.getLogger("fishchat.up")
 
@@ -116,4 +118,71 @@ async def run_embedded(
         if admin in started:
             await admin.stop()
         await backend.close()
+        log.info("stopped")
+
+
+class ServedBackend(Protocol):
+    """What the roles need of a backend, whichever profile opened it (embedded or production)."""
+
+    @property
+    def service(self) -> ChatService: ...
+
+    @property
+    def notifier(self) -> NoticeSource: ...
+
+    @property
+    def registry(self) -> Announcer: ...
+
+    async def drain(self, timeout_s: float = 10.0) -> bool: ...
+
+
+async def serve_backend(
+    config: UpConfig,
+    backend: ServedBackend,
+    stop: asyncio.Event,
+    readiness: Mapping[str, ReadinessCheck],
+    on_ready: Callable[[Listening], None] | None = None,
+) -> None:
+    """Serve every role over an already opened backend until `stop`, then drain (the caller closes
+    the backend). The same start and shutdown order as `run_embedded`; used by the production profile."""
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    service = backend.service
+    access = AccessServer(
+        service, backend.notifier, backend.registry, config.access, config.chat, config.host, metrics
+    )
+    gateway = GatewayServer(service, config.gateway, config.host, metrics)
+    http = HttpApi(service, config.http, config.host, metrics)
+    admin = AdminServer(registry, config.host, config.admin.port)
+
+    async def access_ready() -> bool:
+        return access.accepting
+
+    for name, check in readiness.items():
+        admin.add_readiness_check(name, check)
+    admin.add_readiness_check("access", access_ready)
+    started: list[Any] = []
+    try:
+        for role in (access, gateway, http, admin):
+            await role.start()
+            started.append(role)
+        listening = Listening(config.host, gateway.port, access.port, http.port, admin.port)
+        log.info("ready", extra=listening.ready_event(""))
+        if on_ready is not None:
+            on_ready(listening)
+        await stop.wait()
+        log.info("draining")
+        admin.mark_draining()
+        await access.drain()
+    finally:
+        for closable in (access, gateway):
+            if closable in started:
+                with contextlib.suppress(Exception):
+                    await closable.close()
+        if http in started:
+            await http.stop()
+        if not await backend.drain(config.storage.drain_timeout_s):
+            log.warning("delivery did not finish in time; the rest is delivered after the next start")
+        if admin in started:
+            await admin.stop()
         log.info("stopped")
