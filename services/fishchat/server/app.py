@@ -65,60 +65,18 @@ async def run_embedded(
     config: UpConfig, stop: asyncio.Event, on_ready: Callable[[Listening], None] | None = None
 ) -> None:
     """Serve every role until `stop` is set, then drain and close (see the module docstring)."""
-    registry = CollectorRegistry()
-    metrics = ServerMetrics(registry)
     backend = await EmbeddedBackend.open(
         config.data_dir, settings=config.chat, durable_commits=config.storage.durable_commits
     )
-    service = backend.service
-    access = AccessServer(
-        service, backend.notifier, backend.registry, config.access, config.chat, config.host, metrics
-    )
-    gateway = GatewayServer(service, config.gateway, config.host, metrics)
-    http = HttpApi(service, config.http, config.host, metrics)
-    admin = AdminServer(registry, config.host, config.admin.port)
 
     async def database_ready() -> bool:
         await backend.db.read_one("SELECT 1")
         return True
 
-    async def access_ready() -> bool:
-        return access.accepting
-
-    admin.add_readiness_check("database", database_ready)
-    admin.add_readiness_check("access", access_ready)
-    started: list[Any] = []
     try:
-        await access.start()
-        started.append(access)
-        await gateway.start()
-        started.append(gateway)
-        await http.start()
-        started.append(http)
-        await admin.start()
-        started.append(admin)
-        listening = Listening(config.host, gateway.port, access.port, http.port, admin.port)
-        log.info("ready", extra=listening.ready_event(str(backend.data_dir)))
-        if on_ready is not None:
-            on_ready(listening)
-        await stop.wait()
-        log.info("draining")
-        admin.mark_draining()
-        await access.drain()
+        await serve_backend(config, backend, stop, {"database": database_ready}, on_ready)
     finally:
-        # Whatever got started is stopped, also when a later start failed or drain was interrupted.
-        for role in (access, gateway):
-            if role in started:
-                with contextlib.suppress(Exception):
-                    await role.close()
-        if http in started:
-            await http.stop()
-        if not await backend.drain(config.storage.drain_timeout_s):
-            log.warning("delivery did not finish in time; the rest is delivered at the next start")
-        if admin in started:
-            await admin.stop()
         await backend.close()
-        log.info("stopped")
 
 
 class ServedBackend(Protocol):
