@@ -149,9 +149,13 @@ async def _start(
     return server, ready
 
 
-async def start_embedded(workdir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+async def start_embedded(
+    workdir: Path, env: dict[str, str] | None = None, profile: Path | None = None
+) -> ServerProcess:
+    # Profiled: one cProfile stats file per thread in `profile`, written when the server exits.
+    launcher = [str(BENCH_DIR / "profile_server.py"), str(profile)] if profile else ["-m", "fishchat"]
     argv = [
-        sys.executable, "-m", "fishchat", "up",
+        sys.executable, *launcher, "up",
         "--data-dir", str(workdir / "data"),
         "--gateway-port", "0", "--access-port", "0", "--http-port", "0", "--admin-port", "0",
         "--log-level", "warning",
@@ -187,10 +191,24 @@ def tcp_mem_pages() -> int:
     raise BenchError("no TCP line in /proc/net/sockstat")
 
 
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def _stat_cpu(stat: str) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def cpu_seconds(pid: int) -> float:
+    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of `pid`, by thread name (threads of one name summed): shows how much of
+    the server's CPU is its event loop and how much its SQLite worker threads."""
+    totals: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            totals[name] = totals.get(name, 0.0) + _stat_cpu((task / "stat").read_text())
+    return totals
 
 
 # --- users and clients ----------------------------------------------------------------------------
@@ -297,6 +315,8 @@ class StageResult:
     #: Sync requests and notifies of all load clients during the stage (own copies included).
     sync_requests: int = 0
     notifies: int = 0
+    #: The server's CPU while sending per thread (event loop "main", SQLite workers...), share of a core.
+    server_threads: dict[str, float] = field(default_factory=dict)
 
     @property
     def kept_up(self) -> bool:
@@ -411,6 +431,7 @@ class Traffic:
     ) -> StageResult:
         loop = asyncio.get_running_loop()
         cpu_before, server_before = time.process_time(), cpu_seconds(server_pid)
+        threads_before = thread_cpu_seconds(server_pid)
         syncs_before, notifies_before = self.client_counts()
         start = loop.time()
         start_ns = time.monotonic_ns()
@@ -431,6 +452,10 @@ class Traffic:
             time.process_time() - cpu_before,
             cpu_seconds(server_pid) - server_before,
         )
+        threads_after = thread_cpu_seconds(server_pid)
+        server_threads = {
+            name: (spent - threads_before.get(name, 0.0)) / send_wall for name, spent in threads_after.items()
+        }
         # Acks, then deliveries, may trail the last send; wait for them (bounded).
         deadline = loop.time() + drain_seconds
         while self.in_flight and loop.time() < deadline:
@@ -465,6 +490,7 @@ class Traffic:
             failures=dict(self.failures.get(stage, Counter())),
             sync_requests=syncs_after - syncs_before,
             notifies=notifies_after - notifies_before,
+            server_threads={name: share for name, share in server_threads.items() if share >= 0.01},
         )
 
 
@@ -578,9 +604,12 @@ async def bench_server(
     *,
     keep_data: bool = False,
     server_env: dict[str, str] | None = None,
+    profile: Path | None = None,
 ) -> ServerResult:
-    starter = start_embedded if name == "embedded" else start_relay
-    server = await starter(workdir, server_env if name == "embedded" else None)
+    if name == "embedded":
+        server = await start_embedded(workdir, server_env, profile)
+    else:
+        server = await start_relay(workdir)
     log(f"{name}: started in {server.started_in_s:.2f}s (pid {server.pid}, gateway {server.gateway})")
     stages: list[StageResult] = []
     memory: MemoryResult | None = None
@@ -619,7 +648,8 @@ async def bench_server(
                     f"p50 {stage.p50_ms:.1f} ms, p99 {stage.p99_ms:.1f} ms, failed {stage.failed}, "
                     f"missing {stage.missing}, dup {stage.duplicates}, reordered {stage.reordered}, "
                     f"cpu gen {stage.generator_cpu:.0%} server {stage.server_cpu:.0%}, "
-                    f"syncs/msg {stage.sync_requests / max(stage.received, 1):.2f}"
+                    f"syncs/msg {stage.sync_requests / max(stage.received, 1):.2f}, server threads "
+                    + " ".join(f"{n} {share:.0%}" for n, share in sorted(stage.server_threads.items()))
                     + ("" if stage.kept_up else "  (did not keep up)")
                 )
         finally:
@@ -748,6 +778,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="environment for the embedded server, e.g. FISHCHAT_STORAGE_DURABLE_COMMITS=false (repeatable)",
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded server's data directory")
+    parser.add_argument(
+        "--profile-server",
+        type=Path,
+        metavar="DIR",
+        help="run the embedded server under cProfile (bench/profile_server.py), one stats file per "
+        "thread in DIR",
+    )
     args = parser.parse_args(argv)
     if args.users < 2 or args.users % 2:
         parser.error("--users must be an even number, at least 2")
@@ -799,7 +836,13 @@ async def run(args: argparse.Namespace) -> dict[str, ServerResult]:
             workdir = workroot / name
             workdir.mkdir(parents=True, exist_ok=True)
             results[name] = await bench_server(
-                name, settings, workdir, log, keep_data=args.keep_data, server_env=server_env
+                name,
+                settings,
+                workdir,
+                log,
+                keep_data=args.keep_data,
+                server_env=server_env,
+                profile=args.profile_server.resolve() if args.profile_server and name == "embedded" else None,
             )
     lines = summary(results, settings)
     print("\n".join(lines), flush=True)

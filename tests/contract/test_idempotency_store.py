@@ -155,3 +155,14 @@ async def test_done_keys_survive_a_restart(
     await store.complete([Completion(uid, "m", "f", _result(8, "m"))], LONG_MS)
     claim = await (await harness.reopen()).claim(uid, "m", "f", LONG_MS)
     assert (claim.state, claim.result) == (ClaimState.DONE, _result(8, "m"))
+
+
+async def test_the_server_msg_id_of_the_first_result_is_kept(
+    store: IdempotencyStore, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    result = SendResult(version=3, msg_id="m-1", timestamp_ms=1_700_000_000_321, server_msg_id=(1 << 62) + 7)
+    assert (await store.claim(uid, "m-1", "p2p:7:abc", LONG_MS)).state is ClaimState.NEW
+    await store.complete([Completion(uid, "m-1", "p2p:7:abc", result)], LONG_MS)
+    done = await store.claim(uid, "m-1", "p2p:7:abc", LONG_MS)
+    assert (done.state, done.result) == (ClaimState.DONE, result)

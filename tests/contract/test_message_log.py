@@ -6,6 +6,7 @@ Tests look only at records of their own fresh uids, so a shared production topic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -220,3 +221,10 @@ async def test_appended_records_survive_a_restart_and_uncommitted_ones_replay(
     await ends.log.append([_record(uid, 4)])  # never fetched
     reopened = await harness.reopen()
     assert await _fetch_mine(reopened.consumer, {uid}, 2) == [_record(uid, 3), _record(uid, 4)]
+
+
+async def test_the_server_msg_id_is_kept(ends: LogEnds, unique_ids: Callable[[], int]) -> None:
+    uid = unique_ids()
+    records = [dataclasses.replace(_record(uid, v), server_msg_id=(1 << 62) + v) for v in (1, 2)]
+    await ends.log.append(records)
+    assert await _fetch_mine(ends.consumer, {uid}, 2) == records

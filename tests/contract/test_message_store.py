@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -159,3 +160,15 @@ async def test_messages_survive_a_restart(
     await store.put([_p2p(uid, 1), _p2p(uid, 2)])
     reopened = await harness.reopen()
     assert await reopened.read(uid, 0, 10) == [_p2p(uid, 1), _p2p(uid, 2)]
+
+
+async def test_the_server_msg_id_is_kept(store: MessageStore, unique_ids: Callable[[], int]) -> None:
+    """The snowflake of a send reaches sync replies through the store (0 only for older rows)."""
+    uid = unique_ids()
+    rows = [
+        dataclasses.replace(_p2p(uid, 1), server_msg_id=(1 << 62) + 12_345),
+        dataclasses.replace(_p2p(uid, 2), server_msg_id=2**63 - 1),  # snowflakes are positive int64
+        _p2p(uid, 3),
+    ]
+    await store.put(rows)
+    assert await store.read(uid, 0, 10) == rows

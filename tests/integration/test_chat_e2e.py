@@ -302,6 +302,39 @@ async def test_retried_send_is_stored_once(chat_server: ChatServer) -> None:
         await reader.close()
 
 
+async def test_pipelined_sends_are_acked_and_stored_in_order(chat_server: ChatServer) -> None:
+    """Sends of one connection overlap on the server, but keep their order in acks and timelines, and
+    each gets one snowflake serverMsgID, the same in the ack and in every copy."""
+    sender, sender_token = await register(chat_server.api)
+    target, target_token = await register(chat_server.api)
+    nobody = new_uid()  # never registered: that send fails, in its place in the order
+    requests = [p2p(sender, nobody if n == 17 else target, f"pipe-{n}", f"body {n}") for n in range(60)]
+    wire = await Wire.open(chat_server.access)
+    try:
+        assert (await wire.login(sender, sender_token)).errCode == 0
+        await wire.send(*requests)  # one write: the server has all of them in flight at once
+        acks = [await wire.reply(access_pb2.ResSendP2PMsg, Cmd.SEND_P2P_MSG) for _ in requests]
+    finally:
+        await wire.close()
+    assert [a.msgID for a in acks] == [r.msgID for r in requests]
+    assert [a.errCode for a in acks] == [ErrCode.NO_SUCH_USER if n == 17 else 0 for n in range(60)]
+    stored = [a for a in acks if a.errCode == 0]
+    assert [a.version for a in stored] == sorted(a.version for a in stored)
+    assert all(a.serverMsgID > 0 for a in stored) and len({a.serverMsgID for a in stored}) == len(stored)
+    reader = await Wire.open(chat_server.access)
+    try:
+        assert (await reader.login(target, target_token)).errCode == 0
+        await eventually(lambda: _synced_count(reader, target, len(stored)))
+        entries = await reader.sync_all(target)
+    finally:
+        await reader.close()
+    assert [(e.msgID, e.serverMsgID) for e in entries] == [(a.msgID, a.serverMsgID) for a in stored]
+
+
+async def _synced_count(wire: Wire, uid: int, expected: int) -> bool:
+    return len(await wire.sync_all(uid)) >= expected
+
+
 async def test_spoofed_uids_are_refused(chat_server: ChatServer) -> None:
     alice, alice_token = await register(chat_server.api)
     bob, _ = await register(chat_server.api)

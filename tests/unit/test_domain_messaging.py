@@ -51,12 +51,13 @@ async def test_p2p_message_reaches_the_recipient_and_the_senders_own_timeline(
 ) -> None:
     result = await chat.send_p2p(ALICE, BOB, "m-1", "hello bob")
     assert (result.version, result.msg_id, result.duplicate) == (1, "m-1", False)
-    now = chat.clock.now_ms()
+    assert result.server_msg_id > 0  # a snowflake, the same in the ack and in every copy
+    now, snowflake = chat.clock.now_ms(), result.server_msg_id
     assert await timeline(backend, BOB) == [
-        StoredMessage(BOB, 1, ALICE, BOB, 0, MsgType.P2P, "m-1", "hello bob", now),
+        StoredMessage(BOB, 1, ALICE, BOB, 0, MsgType.P2P, "m-1", "hello bob", now, snowflake),
     ]
     assert await timeline(backend, ALICE) == [
-        StoredMessage(ALICE, 1, ALICE, BOB, 0, MsgType.P2P, "m-1", "hello bob", now),
+        StoredMessage(ALICE, 1, ALICE, BOB, 0, MsgType.P2P, "m-1", "hello bob", now, snowflake),
     ]
 
 

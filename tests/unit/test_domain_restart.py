@@ -103,10 +103,11 @@ async def test_a_data_directory_is_opened_by_one_process_at_a_time(tmp_path: Pat
 async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     backend = await open_backend(tmp_path, ManualClock())
     assert await backend.db.schema_version() == SCHEMA_VERSION
-    async with backend.db.write() as conn:
-        await conn.execute(
+    await backend.db.transact(
+        lambda conn: conn.execute(
             "INSERT INTO schema_version (version, applied_at_ms) VALUES (?, 0)", (SCHEMA_VERSION + 1,)
         )
+    )
     await backend.close()
     with pytest.raises(SchemaError):
         await open_backend(tmp_path, ManualClock())

@@ -8,7 +8,6 @@ import random
 from typing import Any
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,60 +33,13 @@ from fishchat.domain.records import MsgType, SendResult, ServiceInstance, Stored
 from fishchat.domain.service import bound_uid
 from fishchat.domain.settings import MAX_FRAME_PAYLOAD, ChatSettings
 from fishchat.domain.snowflake import MAX_MACHINE_ID, SnowflakeSequence, split_id
+from fishchat.proto.gen.external import access_pb2
 
 # --- protobuf size accounting, checked against the real protobuf runtime ---------------------------
 
 
-def _sync_reply_class() -> Any:
-    """ResSyncMsg and offsetMsg as in the original access.proto, built at run time."""
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="paging_check.proto", package="paging_check", syntax="proto3"
-    )
-    offset = proto.message_type.add(name="offsetMsg")
-    for number, (name, kind) in enumerate(
-        [
-            ("sourceUID", descriptor_pb2.FieldDescriptorProto.TYPE_INT64),
-            ("targetUID", descriptor_pb2.FieldDescriptorProto.TYPE_INT64),
-            ("groupID", descriptor_pb2.FieldDescriptorProto.TYPE_INT64),
-            ("msgType", descriptor_pb2.FieldDescriptorProto.TYPE_STRING),
-            ("msgID", descriptor_pb2.FieldDescriptorProto.TYPE_STRING),
-            ("msg", descriptor_pb2.FieldDescriptorProto.TYPE_STRING),
-        ],
-        start=1,
-    ):
-        offset.field.add(
-            name=name, number=number, type=kind, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-        )
-    reply = proto.message_type.add(name="ResSyncMsg")
-    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    reply.field.add(
-        name="cmd", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_UINT32, label=optional
-    )
-    reply.field.add(
-        name="cmdStr", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING, label=optional
-    )
-    reply.field.add(
-        name="errCode", number=3, type=descriptor_pb2.FieldDescriptorProto.TYPE_UINT32, label=optional
-    )
-    reply.field.add(
-        name="errStr", number=4, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING, label=optional
-    )
-    reply.field.add(
-        name="currentID", number=5, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64, label=optional
-    )
-    reply.field.add(
-        name="Msgs",
-        number=6,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-        type_name=".paging_check.offsetMsg",
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("paging_check.ResSyncMsg"))
-
-
-RES_SYNC_MSG = _sync_reply_class()
+# The generated wire messages themselves, so every field of offsetMsg (1-9) is counted.
+RES_SYNC_MSG = access_pb2.ResSyncMsg
 
 
 def _encoded_entries_size(messages: list[StoredMessage]) -> int:
@@ -102,6 +54,9 @@ def _encoded_entries_size(messages: list[StoredMessage]) -> int:
                     msgType=m.msg_type.value,
                     msgID=m.msg_id,
                     msg=m.body,
+                    version=m.version,
+                    timestamp=m.timestamp_ms,
+                    serverMsgID=m.server_msg_id,
                 )
         return message
 
@@ -134,18 +89,40 @@ ids64 = st.integers(min_value=0, max_value=2**63 - 1)
     msg_type=st.sampled_from(list(MsgType)),
     msg_id=st.text(max_size=40),
     body=st.text(max_size=3000),
+    version=ids64,
+    timestamp=ids64,
+    server_msg_id=st.integers(min_value=0, max_value=2**64 - 1),
 )
 def test_entry_size_matches_protobuf_encoding(
-    source: int, target: int, group: int, msg_type: MsgType, msg_id: str, body: str
+    source: int,
+    target: int,
+    group: int,
+    msg_type: MsgType,
+    msg_id: str,
+    body: str,
+    version: int,
+    timestamp: int,
+    server_msg_id: int,
 ) -> None:
     message = _message(
-        source_uid=source, target_uid=target, group_id=group, msg_type=msg_type, msg_id=msg_id, body=body
+        version,
+        source_uid=source,
+        target_uid=target,
+        group_id=group,
+        msg_type=msg_type,
+        msg_id=msg_id,
+        body=body,
+        timestamp_ms=timestamp,
+        server_msg_id=server_msg_id,
     )
     assert sync_entry_size(message) == _encoded_entries_size([message])
 
 
 def test_entry_sizes_add_up_in_a_reply() -> None:
-    messages = [_message(v, body="x" * (v * 37)) for v in range(1, 40)]
+    messages = [
+        _message(v, body="x" * (v * 37), timestamp_ms=1_750_000_000_000 + v, server_msg_id=(1 << 60) + v)
+        for v in range(1, 40)
+    ]
     assert sum(map(sync_entry_size, messages)) == _encoded_entries_size(messages)
 
 
@@ -158,8 +135,11 @@ def test_max_entry_size_bounds_every_message_within_limits() -> None:
         msg_type=MsgType.GROUP,
         msg_id="i" * 128,
         body="b" * 1000,
+        version=2**63 - 1,
+        timestamp_ms=2**63 - 1,
+        server_msg_id=2**64 - 1,
     )
-    assert sync_entry_size(widest) == limit
+    assert sync_entry_size(widest) == limit == _encoded_entries_size([widest])
 
 
 # --- paging --------------------------------------------------------------------------------------

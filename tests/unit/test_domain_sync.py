@@ -3,6 +3,8 @@ bogus cursors, and waiting at a hole that may be a message still in flight."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -141,3 +143,23 @@ async def test_sync_waits_at_a_young_hole_and_passes_it_after_the_grace(
     assert (await chat.sync(BOB, 3)).messages == ()
     clock.advance(SETTINGS.sync_gap_grace_ms)
     assert [m.version for m in (await chat.sync(BOB, 3)).messages] == [5]
+
+
+async def test_the_newest_version_is_never_below_what_a_read_sees_while_a_store_commits(
+    backend: EmbeddedBackend,
+) -> None:
+    """An empty sync answers min(cursor, newest version): a newest version lagging behind rows a read
+    already saw would move a client's cursor back, and the client would get those messages again."""
+    store = backend.ports.messages
+    await send_many(backend, 3)
+    assert await store.latest_version(BOB) == 3
+    row = StoredMessage(BOB, 4, ALICE, BOB, 0, MsgType.P2P, "late", "x", backend.service.clock.now_ms())
+    storing = asyncio.create_task(store.put([row]))
+    while not storing.done():
+        await asyncio.sleep(0)
+        # Hold the event loop while the writer thread commits, then look before anything else runs.
+        time.sleep(0.002)  # noqa: ASYNC251 - blocking on purpose
+        visible = [m.version for m in await store.read(BOB, 0, 10)]
+        assert await store.latest_version(BOB) >= max(visible)
+    await storing
+    assert await store.latest_version(BOB) == 4

@@ -54,10 +54,17 @@ class MessageDelivery:
         )
         if not records:
             return 0
-        await self._messages.put(records)
         completions: list[Completion] = [c for c in map(completion_for, records) if c is not None]
         if completions:
-            await self._idempotency.complete(completions, self._settings.idempotency_ttl_s * 1000)
+            # Both at once (one round trip, or one shared commit embedded): the records are durable in
+            # the log, so a key marked done before its row is stored is as safe as the sender marking
+            # it right after the append, and a failure of either replays the batch.
+            await asyncio.gather(
+                self._messages.put(records),
+                self._idempotency.complete(completions, self._settings.idempotency_ttl_s * 1000),
+            )
+        else:
+            await self._messages.put(records)
         newest: dict[int, int] = {}
         for record in records:
             newest[record.uid] = max(record.version, newest.get(record.uid, 0))

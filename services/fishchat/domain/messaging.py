@@ -10,6 +10,18 @@ releases the key. If the process dies between append and completion, delivery co
 when it stores the sender's copy. A send without a msg id gets a server-assigned one and cannot be
 deduplicated (the original demo client sends none).
 
+A backend whose keys, counters and log share one database (embedded SQLite) provides a
+`SendAcceptor` that does all of that in one atomic, durable step; concurrent sends then share
+commits. The answers are the same, except that a retry racing its first attempt there gets the first
+result (the attempt is never seen half done) instead of `RequestInProgress`.
+
+Sends of one connection may overlap: each carries a `SendTicket` of the connection's `SendSequence`
+and waits for its turn only for the step that fixes its place in the log (queueing it with the
+acceptor, or claim-allocate-append in steps), so their order is kept while their commits are shared.
+
+Every send gets a snowflake `server_msg_id` from the id generator, carried in every copy, in the ack
+and in the idempotency result (a send without msg id uses it as its msg id too).
+
 Every send also writes a copy into the sender's own timeline, so the sender's other devices see it;
 a self-send writes one row. Targets must be registered users: messages to registered users who are
 offline, or who never logged in, are stored and found at their next sync.
@@ -19,20 +31,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from fishchat.domain import validation
 from fishchat.domain.clock import Clock
 from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser, NotGroupMember, RequestInProgress
+from fishchat.domain.ordering import UNORDERED, SendTicket
 from fishchat.domain.ports import (
     AccountStore,
     GroupStore,
     IdempotencyStore,
     IdGenerator,
     MessageLog,
+    SendAcceptor,
     VersionAllocator,
 )
-from fishchat.domain.records import ClaimState, Completion, MsgType, SendResult, StoredMessage
+from fishchat.domain.records import (
+    Claim,
+    ClaimState,
+    Completion,
+    MsgType,
+    NewSend,
+    SendResult,
+    StoredMessage,
+)
 from fishchat.domain.settings import ChatSettings
 
 log = logging.getLogger(__name__)
@@ -41,7 +64,7 @@ log = logging.getLogger(__name__)
 def send_fingerprint(msg_type: MsgType, destination: int, body: str) -> str:
     """What a retry must repeat: the kind, the target uid or gid, and the body (by digest)."""
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
-    return f"{msg_type.value}:{destination}:{digest}"
+    return f"{msg_type}:{destination}:{digest}"  # a StrEnum formats as its text
 
 
 def completion_for(record: StoredMessage) -> Completion | None:
@@ -53,7 +76,12 @@ def completion_for(record: StoredMessage) -> Completion | None:
         source_uid=record.source_uid,
         msg_id=record.msg_id,
         fingerprint=send_fingerprint(record.msg_type, destination, record.body),
-        result=SendResult(version=record.version, msg_id=record.msg_id, timestamp_ms=record.timestamp_ms),
+        result=SendResult(
+            version=record.version,
+            msg_id=record.msg_id,
+            timestamp_ms=record.timestamp_ms,
+            server_msg_id=record.server_msg_id,
+        ),
     )
 
 
@@ -68,6 +96,7 @@ class MessagingService:
         message_log: MessageLog,
         settings: ChatSettings,
         clock: Clock,
+        acceptor: SendAcceptor | None = None,
     ) -> None:
         self._accounts = accounts
         self._groups = groups
@@ -77,6 +106,7 @@ class MessagingService:
         self._log = message_log
         self._settings = settings
         self._clock = clock
+        self._acceptor = acceptor
 
     def _check_content(self, msg_id: str, body: str) -> tuple[str, str]:
         return (
@@ -84,29 +114,57 @@ class MessagingService:
             validation.check_body(body, self._settings.body_max_bytes),
         )
 
-    async def send_p2p(self, source_uid: int, target_uid: int, msg_id: str, body: str) -> SendResult:
-        source_uid = validation.check_id(source_uid, "sourceUID")
-        target_uid = validation.check_id(target_uid, "targetUID")
-        msg_id, body = self._check_content(msg_id, body)
-        if target_uid != source_uid and await self._accounts.get(target_uid) is None:
-            raise NoSuchUser(f"no user with uid {target_uid}")
-        recipients = [source_uid] if target_uid == source_uid else [target_uid, source_uid]
-        return await self._accept(
-            source_uid, msg_id, body, MsgType.P2P, target_uid, recipients, group_id=0, destination=target_uid
-        )
+    async def send_p2p(
+        self, source_uid: int, target_uid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
+    ) -> SendResult:
+        """Accept a p2p send. With a `ticket`, it takes its place in the log in its sequence's order."""
+        try:
+            source_uid = validation.check_id(source_uid, "sourceUID")
+            target_uid = validation.check_id(target_uid, "targetUID")
+            msg_id, body = self._check_content(msg_id, body)
+            if target_uid != source_uid and await self._accounts.get(target_uid) is None:
+                raise NoSuchUser(f"no user with uid {target_uid}")
+            recipients = [source_uid] if target_uid == source_uid else [target_uid, source_uid]
+            return await self._accept(
+                source_uid,
+                msg_id,
+                body,
+                MsgType.P2P,
+                target_uid,
+                recipients,
+                group_id=0,
+                destination=target_uid,
+                ticket=ticket,
+            )
+        finally:
+            ticket.release()
 
-    async def send_group(self, source_uid: int, gid: int, msg_id: str, body: str) -> SendResult:
-        source_uid = validation.check_id(source_uid, "sourceUID")
-        gid = validation.check_id(gid, "groupID")
-        msg_id, body = self._check_content(msg_id, body)
-        if await self._groups.get(gid) is None:
-            raise NoSuchGroup(f"no group with gid {gid}")
-        members = await self._groups.members(gid)
-        if source_uid not in members:
-            raise NotGroupMember(f"uid {source_uid} is not a member of group {gid}")
-        return await self._accept(
-            source_uid, msg_id, body, MsgType.GROUP, None, members, group_id=gid, destination=gid
-        )
+    async def send_group(
+        self, source_uid: int, gid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
+    ) -> SendResult:
+        """Accept a group send (one copy per member). `ticket` as for `send_p2p`."""
+        try:
+            source_uid = validation.check_id(source_uid, "sourceUID")
+            gid = validation.check_id(gid, "groupID")
+            msg_id, body = self._check_content(msg_id, body)
+            if await self._groups.get(gid) is None:
+                raise NoSuchGroup(f"no group with gid {gid}")
+            members = await self._groups.members(gid)
+            if source_uid not in members:
+                raise NotGroupMember(f"uid {source_uid} is not a member of group {gid}")
+            return await self._accept(
+                source_uid,
+                msg_id,
+                body,
+                MsgType.GROUP,
+                None,
+                members,
+                group_id=gid,
+                destination=gid,
+                ticket=ticket,
+            )
+        finally:
+            ticket.release()
 
     async def _accept(
         self,
@@ -119,56 +177,100 @@ class MessagingService:
         *,
         group_id: int,
         destination: int,
+        ticket: SendTicket,
     ) -> SendResult:
-        fingerprint = send_fingerprint(msg_type, destination, body)
         idempotent = bool(msg_id)
-        if idempotent:
+        server_msg_id = await self._ids.next_id()
+        send = NewSend(
+            source_uid=source_uid,
+            msg_id=msg_id if idempotent else str(server_msg_id),
+            fingerprint=send_fingerprint(msg_type, destination, body),
+            recipients=tuple(dict.fromkeys(recipients)),
+            target_uid=target_uid,
+            group_id=group_id,
+            msg_type=msg_type,
+            body=body,
+            timestamp_ms=self._clock.now_ms(),
+            server_msg_id=server_msg_id,
+            idempotent=idempotent,
+        )
+        acceptor = self._acceptor
+        if acceptor is not None:
+            # Queued in the sequence's order (maybe by an earlier send's call, as soon as it is queued
+            # itself); the wait for the commit overlaps with the sequence's other sends.
+            ttl_ms = self._settings.idempotency_ttl_s * 1000
+            claim = await ticket.place(lambda: acceptor.accept(send, ttl_ms))
+            if claim.state is ClaimState.NEW and claim.result is not None:
+                return claim.result
+            return _answer_taken_key(send, claim)
+        await ticket.turn()
+        return await self._accept_in_steps(send, ticket)
+
+    async def _accept_in_steps(self, send: NewSend, ticket: SendTicket) -> SendResult:
+        """Claim the key, allocate versions, append, complete the key: for backends in separate systems.
+
+        The sequence's next send may start once this one is in the log.
+        """
+        if send.idempotent:
             claim = await self._idempotency.claim(
-                source_uid, msg_id, fingerprint, self._settings.idempotency_pending_ttl_ms
+                send.source_uid, send.msg_id, send.fingerprint, self._settings.idempotency_pending_ttl_ms
             )
-            if claim.fingerprint != fingerprint:
-                raise InvalidField(f"msgID {msg_id!r} was already used for a different message")
-            if claim.state is ClaimState.DONE and claim.result is not None:
-                return SendResult(
-                    version=claim.result.version,
-                    msg_id=claim.result.msg_id,
-                    timestamp_ms=claim.result.timestamp_ms,
-                    duplicate=True,
-                )
             if claim.state is not ClaimState.NEW:
-                raise RequestInProgress()
-        else:
-            msg_id = str(await self._ids.next_id())
+                return _answer_taken_key(send, claim)
         try:
-            now = self._clock.now_ms()
-            versions = await self._versions.next_many(recipients)
-            records = [
-                StoredMessage(
-                    uid=uid,
-                    version=versions[uid],
-                    source_uid=source_uid,
-                    target_uid=uid if target_uid is None else target_uid,
-                    group_id=group_id,
-                    msg_type=msg_type,
-                    msg_id=msg_id,
-                    body=body,
-                    timestamp_ms=now,
-                )
-                for uid in recipients
-            ]
-            await self._log.append(records)
+            versions = await self._versions.next_many(send.recipients)
+            await self._log.append(timeline_copies(send, versions))
         except BaseException:
-            if idempotent:
+            if send.idempotent:
                 try:
-                    await self._idempotency.release(source_uid, msg_id, fingerprint)
+                    await self._idempotency.release(send.source_uid, send.msg_id, send.fingerprint)
                 except Exception:  # the pending claim expires by itself
-                    log.exception("releasing idempotency key %s/%r failed", source_uid, msg_id)
+                    log.exception("releasing idempotency key %s/%r failed", send.source_uid, send.msg_id)
             raise
-        result = SendResult(version=versions[source_uid], msg_id=msg_id, timestamp_ms=now)
-        if idempotent:
+        ticket.release()
+        result = result_of(send, versions)
+        if send.idempotent:
             try:
-                completion = Completion(source_uid, msg_id, fingerprint, result)
+                completion = Completion(send.source_uid, send.msg_id, send.fingerprint, result)
                 await self._idempotency.complete([completion], self._settings.idempotency_ttl_s * 1000)
             except Exception:  # the message is durable; delivery completes the key when it stores it
-                log.exception("completing idempotency key %s/%r failed", source_uid, msg_id)
+                log.exception("completing idempotency key %s/%r failed", send.source_uid, send.msg_id)
         return result
+
+
+def _answer_taken_key(send: NewSend, claim: Claim) -> SendResult:
+    """The answer to a send whose key another attempt holds: its first result, or a refusal."""
+    if claim.fingerprint != send.fingerprint:
+        raise InvalidField(f"msgID {send.msg_id!r} was already used for a different message")
+    if claim.state is ClaimState.DONE and claim.result is not None:
+        return replace(claim.result, duplicate=True)
+    raise RequestInProgress()
+
+
+def timeline_copies(send: NewSend, versions: Mapping[int, int]) -> list[StoredMessage]:
+    """The rows a send makes: one per recipient, at that recipient's newly allocated version."""
+    return [
+        StoredMessage(
+            uid=uid,
+            version=versions[uid],
+            source_uid=send.source_uid,
+            target_uid=uid if send.target_uid is None else send.target_uid,
+            group_id=send.group_id,
+            msg_type=send.msg_type,
+            msg_id=send.msg_id,
+            body=send.body,
+            timestamp_ms=send.timestamp_ms,
+            server_msg_id=send.server_msg_id,
+        )
+        for uid in send.recipients
+    ]
+
+
+def result_of(send: NewSend, versions: Mapping[int, int]) -> SendResult:
+    """The ack of an accepted send: the version of the sender's own copy."""
+    return SendResult(
+        version=versions[send.source_uid],
+        msg_id=send.msg_id,
+        timestamp_ms=send.timestamp_ms,
+        server_msg_id=send.server_msg_id,
+    )

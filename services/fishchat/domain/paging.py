@@ -21,17 +21,14 @@ from fishchat.domain.records import MsgType, StoredMessage
 from fishchat.domain.validation import INT64_MAX
 
 _OFFSET_MSG_FIELD_IN_RES_SYNC = 6  # ResSyncMsg.Msgs
+UINT64_MAX = (1 << 64) - 1
 
 
 def varint_size(value: int) -> int:
     """Bytes of a protobuf varint; negative int64 values always take 10."""
     if value < 0:
         return 10
-    size = 1
-    while value >= 0x80:
-        value >>= 7
-        size += 1
-    return size
+    return (value.bit_length() + 6) // 7 or 1
 
 
 def _int_field(value: int) -> int:
@@ -43,34 +40,82 @@ def _bytes_field(length: int) -> int:
     return 0 if length == 0 else 1 + varint_size(length) + length
 
 
-def _entry_size(source: int, target: int, group: int, msg_type: str, msg_id_len: int, body_len: int) -> int:
+def _entry_size(
+    source: int,
+    target: int,
+    group: int,
+    msg_type: str,
+    msg_id_len: int,
+    body_len: int,
+    version: int,
+    timestamp_ms: int,
+    server_msg_id: int,
+) -> int:
     inner = (
-        _int_field(source)
-        + _int_field(target)
-        + _int_field(group)
-        + _bytes_field(len(msg_type))
-        + _bytes_field(msg_id_len)
-        + _bytes_field(body_len)
+        _int_field(source)  # 1 sourceUID
+        + _int_field(target)  # 2 targetUID
+        + _int_field(group)  # 3 groupID
+        + _bytes_field(len(msg_type))  # 4 msgType
+        + _bytes_field(msg_id_len)  # 5 msgID
+        + _bytes_field(body_len)  # 6 msg
+        + _int_field(version)  # 7 version
+        + _int_field(timestamp_ms)  # 8 timestamp
+        + _int_field(server_msg_id)  # 9 serverMsgID (uint64)
     )
     return 1 + varint_size(inner) + inner
 
 
+def _field(value: int) -> int:
+    # An int field: absent when 0, else a one-byte tag and the varint (10 bytes when negative).
+    if value > 0:
+        return 1 + ((value.bit_length() + 6) // 7)
+    return 0 if value == 0 else 11
+
+
+def _text_bytes(text: str) -> int:
+    # ASCII (the common case) has as many bytes as characters; only other text is encoded to count.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+_MSG_TYPE_BYTES = {msg_type: len(msg_type.value.encode("utf-8")) for msg_type in MsgType}
+
+
 def sync_entry_size(message: StoredMessage) -> int:
-    """Encoded bytes of `message` as one `offsetMsg` element of ResSyncMsg.Msgs (tag, length, body)."""
-    return _entry_size(
-        message.source_uid,
-        message.target_uid,
-        message.group_id,
-        message.msg_type.value,
-        len(message.msg_id.encode("utf-8")),
-        len(message.body.encode("utf-8")),
+    """Encoded bytes of `message` as one `offsetMsg` element of ResSyncMsg.Msgs (tag, length, body).
+
+    The same sum as `_entry_size`, written out: it runs for every message of every sync page.
+    """
+    id_len = _text_bytes(message.msg_id)
+    body_len = _text_bytes(message.body)
+    type_len = _MSG_TYPE_BYTES[message.msg_type]
+    inner = (
+        _field(message.source_uid)
+        + _field(message.target_uid)
+        + _field(message.group_id)
+        + (1 + varint_size(type_len) + type_len if type_len else 0)
+        + (1 + varint_size(id_len) + id_len if id_len else 0)
+        + (1 + varint_size(body_len) + body_len if body_len else 0)
+        + _field(message.version)
+        + _field(message.timestamp_ms)
+        + _field(message.server_msg_id)
     )
+    return 1 + varint_size(inner) + inner
 
 
 def max_sync_entry_size(msg_id_max_bytes: int, body_max_bytes: int) -> int:
     """The largest entry a message within these limits can make (all ids at their widest)."""
     longest_type = max((t.value for t in MsgType), key=len)
-    return _entry_size(INT64_MAX, INT64_MAX, INT64_MAX, longest_type, msg_id_max_bytes, body_max_bytes)
+    return _entry_size(
+        INT64_MAX,
+        INT64_MAX,
+        INT64_MAX,
+        longest_type,
+        msg_id_max_bytes,
+        body_max_bytes,
+        INT64_MAX,
+        INT64_MAX,
+        UINT64_MAX,
+    )
 
 
 @dataclass(frozen=True, slots=True)

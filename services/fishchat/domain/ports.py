@@ -10,7 +10,7 @@ infrastructure failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,7 @@ from fishchat.domain.records import (
     Claim,
     Completion,
     Group,
+    NewSend,
     Notice,
     Route,
     ServiceInstance,
@@ -116,6 +117,27 @@ class IdempotencyStore(Protocol):
         """Drop a pending claim after a failed attempt, so a retry can proceed (DONE keys are kept)."""
 
 
+class SendAcceptor(Protocol):
+    """Optional: a whole send accepted in one atomic step, for a backend whose idempotency keys,
+    version counters and message log live in one database (the embedded SQLite file).
+
+    It does what `MessagingService` otherwise does with four calls (claim the key, allocate versions,
+    append, complete the key) and may batch concurrent sends into one durable commit. Without it
+    (`ChatPorts.acceptor is None`) the four-call path is used.
+    """
+
+    def accept(self, send: NewSend, done_ttl_ms: int) -> Awaitable[Claim]:
+        """Queue `send` now and return its outcome; sends are accepted in the order they were queued.
+
+        If `send.idempotent` and a live key exists, nothing is written and the key's state is returned
+        (PENDING, or DONE with the first result; its `fingerprint` is the owner's). Otherwise one
+        version per recipient is allocated, the copies (`messaging.timeline_copies`) are appended to
+        the message log, the key (if idempotent) is recorded as DONE with the result for `done_ttl_ms`,
+        and NEW is returned with that result, once all of it is durable.
+        """
+        ...
+
+
 class MessageLog(Protocol):
     """The durable hand-off between accepting a send and storing it (Kafka, keyed by recipient uid)."""
 
@@ -206,3 +228,5 @@ class ChatPorts:
     ids: IdGenerator
     registry: Registry
     notifier: Notifier
+    #: Optional one-step acceptance of sends (embedded); None: the four-call path over the ports above.
+    acceptor: SendAcceptor | None = None

@@ -69,9 +69,17 @@ class PresenceService:
         already stored and the client finds them at its next sync.
         """
         routes = await self._presence.routes(notice.uid)
-        nodes = {route.node_id: route.node for route in routes}
-        if not nodes:
+        if not routes:
             return 0
+        nodes = {route.node_id: route.node for route in routes}
+        if len(nodes) == 1:
+            # One node (every device on one access server, and always so embedded): no task needed.
+            (node,) = nodes.values()
+            try:
+                return 1 if await self._notifier.notify(node, notice) else 0
+            except Exception as exc:
+                log.warning("notify uid=%s node=%s failed: %r", notice.uid, node.node_id, exc)
+                return 0
         outcomes = await asyncio.gather(
             *(self._notifier.notify(node, notice) for node in nodes.values()), return_exceptions=True
         )

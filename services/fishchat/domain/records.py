@@ -24,7 +24,8 @@ class StoredMessage:
 
     A p2p send makes two rows (the recipient's and the sender's own copy, one if it is a self-send);
     a group send makes one row per member with `group_id` set and `target_uid` equal to that member,
-    as in the original's group records.
+    as in the original's group records. `server_msg_id` is the snowflake the server gave the send,
+    the same in every copy (0 only in rows written before it was assigned).
     """
 
     uid: int
@@ -36,6 +37,7 @@ class StoredMessage:
     msg_id: str
     body: str
     timestamp_ms: int
+    server_msg_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +47,14 @@ class SendResult:
     `version` is the version of the sender's copy (its own timeline), which is what the sender's
     devices see in their next sync. `msg_id` is the client's id, or the server-assigned one when the
     client sent none. `duplicate` is true when this answers a retry of an already accepted send.
+    `server_msg_id` is the snowflake the server assigned to the send (the same in every copy).
     """
 
     version: int
     msg_id: str
     timestamp_ms: int
     duplicate: bool = False
+    server_msg_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,28 @@ class Claim:
     state: ClaimState
     fingerprint: str
     result: SendResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSend:
+    """A send the domain has checked and wants accepted: what `SendAcceptor.accept` stores atomically.
+
+    `recipients` are the distinct uids that get a copy (for p2p the target and the sender, for a group
+    every member); `target_uid` is None for a group send, whose copies name their owner as target.
+    A send without a client msg id carries its server id as `msg_id` and is not `idempotent`.
+    """
+
+    source_uid: int
+    msg_id: str
+    fingerprint: str
+    recipients: tuple[int, ...]
+    target_uid: int | None
+    group_id: int
+    msg_type: MsgType
+    body: str
+    timestamp_ms: int
+    server_msg_id: int
+    idempotent: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from fishchat.domain.discovery import ACCESS_ROLE, least_loaded
 from fishchat.domain.errors import NoSuchUser, NotLoggedIn, NoToken, UidMismatch
 from fishchat.domain.groups import GroupService
 from fishchat.domain.messaging import MessagingService
+from fishchat.domain.ordering import UNORDERED, SendTicket
 from fishchat.domain.ports import ChatPorts
 from fishchat.domain.presence import PresenceService
 from fishchat.domain.records import (
@@ -73,6 +74,7 @@ class ChatService:
             ports.message_log,
             self.settings,
             self.clock,
+            acceptor=ports.acceptor,
         )
         self.syncing = SyncService(ports.messages, self.settings, self.clock)
 
@@ -144,11 +146,16 @@ class ChatService:
 
     # Messages (access server: 20003, 20005, 20006)
 
-    async def send_p2p(self, source_uid: int, target_uid: int, msg_id: str, body: str) -> SendResult:
-        return await self.messaging.send_p2p(source_uid, target_uid, msg_id, body)
+    async def send_p2p(
+        self, source_uid: int, target_uid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
+    ) -> SendResult:
+        """A p2p send; sends holding tickets of one `SendSequence` keep their order (`ordering`)."""
+        return await self.messaging.send_p2p(source_uid, target_uid, msg_id, body, ticket=ticket)
 
-    async def send_group(self, source_uid: int, gid: int, msg_id: str, body: str) -> SendResult:
-        return await self.messaging.send_group(source_uid, gid, msg_id, body)
+    async def send_group(
+        self, source_uid: int, gid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
+    ) -> SendResult:
+        return await self.messaging.send_group(source_uid, gid, msg_id, body, ticket=ticket)
 
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None

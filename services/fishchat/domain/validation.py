@@ -30,6 +30,10 @@ def check_cursor(value: int) -> int:
 
 
 def _has_control_chars(text: str) -> bool:
+    # isprintable() (a C loop) is false for every Cc and Cs character, so a printable text has none;
+    # only the rest (e.g. with format characters or line separators) is checked character by character.
+    if text.isprintable():
+        return False
     return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
@@ -76,7 +80,8 @@ def check_msg_id(value: str, max_bytes: int) -> str:
     """A client message id; empty is allowed (the server assigns one and the send is not idempotent)."""
     if not isinstance(value, str):
         raise InvalidField("msgID must be text")
-    if _has_control_chars(value) or len(value.encode("utf-8")) > max_bytes:
+    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if _has_control_chars(value) or size > max_bytes:
         raise InvalidField(f"msgID must be at most {max_bytes} bytes without control characters")
     return value
 
@@ -85,7 +90,7 @@ def check_body(value: str, max_bytes: int) -> str:
     if not isinstance(value, str):
         raise InvalidField("msg must be text")
     try:
-        size = len(value.encode("utf-8"))
+        size = len(value) if value.isascii() else len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidField("msg must be valid UTF-8 text") from exc
     if size > max_bytes:

@@ -1,7 +1,8 @@
 """`EmbeddedBackend`: every chat-core interface over one data directory, for `fishchat up` and tests.
 
 It opens (and migrates) the SQLite file, builds the stores, the in-process presence, registry and
-notifier, a `ChatService` over them, and runs the delivery loop (log -> store -> notify) as a task.
+notifier, the one-step send acceptor, a `ChatService` over them, and runs the delivery loop
+(log -> store -> notify) as a task.
 A lock file keeps a second process from opening the same data directory, which would otherwise run
 two consumers over one log.
 """
@@ -9,7 +10,6 @@ two consumers over one log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -22,6 +22,7 @@ from fishchat.domain.clock import Clock, SystemClock
 from fishchat.domain.ports import ChatPorts
 from fishchat.domain.service import ChatService
 from fishchat.domain.settings import ChatSettings
+from fishchat.embedded.accept import SqliteSendAcceptor
 from fishchat.embedded.accounts import SqliteAccountStore
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.groups import SqliteGroupStore
@@ -110,12 +111,13 @@ class EmbeddedBackend:
             presence = InMemoryPresence(clock)
             registry = InMemoryRegistry()
             notifier = InProcessNotifier()
+            keys = SqliteIdempotencyStore(db, clock)
             ports = ChatPorts(
                 accounts=SqliteAccountStore(db),
                 tokens=SqliteTokenStore(db, clock),
                 groups=SqliteGroupStore(db),
                 presence=presence,
-                idempotency=SqliteIdempotencyStore(db, clock),
+                idempotency=keys,
                 message_log=message_log,
                 message_consumer=message_log,
                 messages=SqliteMessageStore(db),
@@ -123,6 +125,7 @@ class EmbeddedBackend:
                 ids=await open_id_generator(db, clock),
                 registry=registry,
                 notifier=notifier,
+                acceptor=SqliteSendAcceptor(db, message_log, keys, clock),
             )
             service = ChatService(ports, settings, clock, rng)
         except BaseException:
@@ -143,8 +146,10 @@ class EmbeddedBackend:
         task, self._delivery_task = self._delivery_task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait() rather than awaiting the task: a cancellation of the caller still reaches it.
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                log.error("delivery ended with an error", exc_info=task.exception())
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until every accepted message is stored and notified; false on timeout."""

@@ -85,6 +85,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value INTEGER NOT NULL
         )""",
     ),
+    # 2: the server-assigned snowflake id of every send, in every copy and in the idempotency result.
+    (
+        "ALTER TABLE messages ADD COLUMN server_msg_id INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE message_log ADD COLUMN server_msg_id INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE idempotency_keys ADD COLUMN server_msg_id INTEGER",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from fishchat.domain.clock import Clock
 from fishchat.domain.records import TokenInfo
 from fishchat.embedded.database import SqliteDatabase
@@ -16,14 +18,18 @@ class SqliteTokenStore:
 
     async def put(self, info: TokenInfo) -> None:
         now = self._clock.now_ms()
-        async with self._db.write() as conn:
-            await conn.execute(
+        sweep = self._sweeper.due(now)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT OR REPLACE INTO tokens (token_hash, uid, issued_at_ms, expires_at_ms) "
                 "VALUES (?, ?, ?, ?)",
                 (info.token_hash, info.uid, info.issued_at_ms, info.expires_at_ms),
             )
-            if self._sweeper.due(now):
-                await conn.execute("DELETE FROM tokens WHERE expires_at_ms <= ?", (now,))
+            if sweep:
+                conn.execute("DELETE FROM tokens WHERE expires_at_ms <= ?", (now,))
+
+        await self._db.transact(insert)
 
     async def get(self, token_hash: str) -> TokenInfo | None:
         row = await self._db.read_one(
@@ -35,11 +41,13 @@ class SqliteTokenStore:
         return TokenInfo(token_hash=row[0], uid=row[1], issued_at_ms=row[2], expires_at_ms=row[3])
 
     async def delete(self, token_hash: str) -> bool:
-        async with self._db.write() as conn:
-            cursor = await conn.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-            return cursor.rowcount > 0
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+        return await self._db.transact(delete)
 
     async def delete_user(self, uid: int) -> int:
-        async with self._db.write() as conn:
-            cursor = await conn.execute("DELETE FROM tokens WHERE uid = ?", (uid,))
-            return cursor.rowcount
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM tokens WHERE uid = ?", (uid,)).rowcount
+
+        return await self._db.transact(delete)

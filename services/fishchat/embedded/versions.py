@@ -2,20 +2,42 @@
 
 Each allocation is an upsert committed before the versions are handed out, so a restart continues
 above every version ever returned; versions of a send that later fails are simply never used (gaps).
+`allocate` is the allocation as a function over a writer connection, for the embedded `SendAcceptor`.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 
 from fishchat.embedded.database import SqliteDatabase
 
-_ALLOCATE = (
-    "INSERT INTO versions (uid, last_version) SELECT value, 1 FROM json_each(?) WHERE true "
-    "ON CONFLICT (uid) DO UPDATE SET last_version = last_version + 1 "
-    "RETURNING uid, last_version"
-)
+_ADVANCE = "UPDATE versions SET last_version = last_version + 1 WHERE uid IN ({}) RETURNING uid, last_version"
+_ADVANCE_BY_COUNT = {count: _ADVANCE.format(", ".join("?" * count)) for count in (1, 2)}
+_ADVANCE_JSON = _ADVANCE.format("SELECT value FROM json_each(?)")
+_START = "INSERT INTO versions (uid, last_version) VALUES (?, 1)"
+
+
+def allocate(conn: sqlite3.Connection, uids: Sequence[int]) -> dict[int, int]:
+    """Advance the counter of each distinct uid once (a new user's starts at 1); their new values.
+
+    One statement for the users that have a counter (a p2p send: both), one insert per new user.
+    """
+    distinct = list(dict.fromkeys(uids))
+    if not distinct:
+        return {}
+    advance = _ADVANCE_BY_COUNT.get(len(distinct))
+    if advance is not None:
+        rows = conn.execute(advance, distinct).fetchall()
+    else:
+        rows = conn.execute(_ADVANCE_JSON, (json.dumps(distinct),)).fetchall()
+    versions = {int(uid): int(version) for uid, version in rows}
+    if len(versions) < len(distinct):
+        fresh = [(uid,) for uid in distinct if uid not in versions]
+        conn.executemany(_START, fresh)
+        versions.update((uid, 1) for (uid,) in fresh)
+    return versions
 
 
 class SqliteVersionAllocator:
@@ -26,9 +48,6 @@ class SqliteVersionAllocator:
         return (await self.next_many([uid]))[uid]
 
     async def next_many(self, uids: Sequence[int]) -> Mapping[int, int]:
-        distinct = list(dict.fromkeys(uids))
-        if not distinct:
+        if not uids:
             return {}
-        async with self._db.write() as conn:
-            rows = await conn.execute_fetchall(_ALLOCATE, (json.dumps(distinct),))
-            return {int(row[0]): int(row[1]) for row in rows}
+        return await self._db.transact(lambda conn: allocate(conn, uids))

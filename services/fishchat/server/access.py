@@ -13,13 +13,16 @@ and, when it drains or a device logs in again, ResReconnect (20009). What this m
   in the command's own reply layout with 10005/10006 and the ids of the request echoed. An unknown
   cmd gets Error{90001, 10004} and the connection stays; a frame that cannot be decoded, an empty
   one or one over `max_frame_bytes` gets its error and the connection is closed.
-- **Ordering and concurrency.** Sends of one connection are handled one after another in arrival
-  order (so a client's messages keep their order in every timeline); everything else (login, ping,
-  sync, receipt, logout) runs in a second lane, concurrently with sends. Both lanes answer in the
-  order requests arrived, which is what lets clients match replies first-in first-out per cmd.
-  Sends arriving while a login is in progress wait for it. Lanes are tasks that exist only while
-  there is work; past `max_in_flight` queued requests the connection's reads are paused (TCP
-  backpressure), past four times that requests are refused with 10007.
+- **Ordering and concurrency.** Sends of one connection overlap (a client pipelines them, and one
+  send at a time would cap a connection at one send per commit), but each takes its place in the
+  log in arrival order (a ticket of the connection's `SendSequence`, see `domain.ordering`), so a
+  client's messages keep their order in every timeline. Everything else (login, ping, sync,
+  receipt, logout) runs in a second lane, one at a time, concurrently with sends. Sends and the
+  lane each answer in the order their requests arrived, which is what lets clients match replies
+  first-in first-out per cmd. Sends arriving while a login is in progress wait for it. Send tasks
+  and the lane exist only while there is work; past `max_in_flight` queued requests the
+  connection's reads are paused (TCP backpressure), past four times that requests are refused
+  with 10007.
 - **Sends** are acked only after the chat core has appended them durably; the ack echoes
   sourceUID, targetUID/groupID and msgID and adds the version of the sender's own copy and the
   server time. A retry with the same msgID gets the first ack.
@@ -50,6 +53,7 @@ from google.protobuf.message import Message
 
 from fishchat.domain.discovery import ACCESS_ROLE
 from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch
+from fishchat.domain.ordering import SendSequence, SendTicket
 from fishchat.domain.records import AccessNode, Notice, ServiceInstance
 from fishchat.domain.service import bound_uid
 from fishchat.domain.settings import ChatSettings
@@ -80,6 +84,7 @@ from fishchat.server.replies import code_reply, failure_reply, group_ack, p2p_ac
 log = logging.getLogger(__name__)
 
 ROLE = "access"
+_CMD_LABELS: dict[int, str] = {int(cmd): cmd_label(cmd) for cmd in Cmd}
 _SEND_COMMANDS = frozenset({Cmd.SEND_P2P_MSG, Cmd.SEND_GROUP_MSG})
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
@@ -97,6 +102,28 @@ class _Lane:
     def __init__(self) -> None:
         self.items: deque[_Request] = deque()
         self.task: asyncio.Task[None] | None = None
+
+
+class _SendPipe:
+    """The sends of one connection in flight: they overlap, take their place in the log in arrival
+    order (tickets of one `SendSequence`) and are answered in arrival order (each reply waits for
+    the previous one). Exists only while sends are in flight."""
+
+    __slots__ = ("last_replied", "sequence", "tasks")
+
+    def __init__(self) -> None:
+        self.sequence = SendSequence()
+        self.last_replied: asyncio.Future[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
+def _settle_after(previous: asyncio.Future[None] | None, future: asyncio.Future[None]) -> None:
+    """Complete `future` once `previous` is complete (now, if it already is)."""
+    if previous is None or previous.done():
+        if not future.done():
+            future.set_result(None)
+    else:
+        previous.add_done_callback(lambda _: _settle_after(None, future))
 
 
 class AccessConnection(FramedConnection):
@@ -124,7 +151,7 @@ class AccessConnection(FramedConnection):
         self.device = ""
         self._token = ""
         self._control: _Lane | None = None
-        self._sends: _Lane | None = None
+        self._sends: _SendPipe | None = None
         self._queued = 0
         self._paused = False
         self._logins_pending = 0
@@ -146,14 +173,14 @@ class AccessConnection(FramedConnection):
         try:
             frame = decode_request(payload, accept=ACCESS_COMMANDS)
         except UnknownCommand as exc:
-            server.metrics.frames.labels(ROLE, "unknown").inc()
+            server.count_frame(None)
             self._respond(exc.cmd, reply_for(exc))
             return
         except MalformedFrame as exc:
             self.frame_error(exc)
             return
         cmd, message = frame
-        server.metrics.frames.labels(ROLE, cmd_label(cmd)).inc()
+        server.count_frame(cmd)
         try:
             validate_request(message, server.limits)
         except ProtocolError as exc:
@@ -175,39 +202,91 @@ class AccessConnection(FramedConnection):
         self._enqueue(cmd in _SEND_COMMANDS, _Request(frame, server.now()))
 
     def _enqueue(self, is_send: bool, request: _Request) -> None:
-        lane = self._sends if is_send else self._control
-        if lane is None:
-            lane = _Lane()
-            if is_send:
-                self._sends = lane
-            else:
-                self._control = lane
-            lane.items.append(request)
-            lane.task = self.server.spawn(self._run_lane(lane, is_send), "lane")
+        if is_send:
+            self._start_send(request)
         else:
-            lane.items.append(request)
+            lane = self._control
+            if lane is None:
+                lane = self._control = _Lane()
+                lane.items.append(request)
+                lane.task = self.server.spawn(self._run_lane(lane), "lane")
+            else:
+                lane.items.append(request)
         self._queued += 1
         if not self._paused and self._queued >= self.server.config.max_in_flight:
             self._paused = True
             self.pause_reading()
 
-    async def _run_lane(self, lane: _Lane, is_send: bool) -> None:
+    def _finished_one(self) -> None:
+        self._queued -= 1
+        if self._paused and self._queued <= self.server.config.max_in_flight // 2:
+            self._paused = False
+            self.resume_reading()
+
+    def _start_send(self, request: _Request) -> None:
+        """Handle a send alongside the ones in flight (see `_SendPipe`); its ticket is taken now, in
+        arrival order."""
+        pipe = self._sends
+        if pipe is None:
+            pipe = self._sends = _SendPipe()
+        ticket = pipe.sequence.ticket()
+        previous, replied = pipe.last_replied, asyncio.get_running_loop().create_future()
+        pipe.last_replied = replied
+        task = self.server.spawn(self._run_send(pipe, request, ticket, previous, replied), "send")
+        pipe.tasks.add(task)
+
+    async def _run_send(
+        self,
+        pipe: _SendPipe,
+        request: _Request,
+        ticket: SendTicket,
+        previous: asyncio.Future[None] | None,
+        replied: asyncio.Future[None],
+    ) -> None:
+        try:
+            reply = await self._handle_send(request, ticket) if self.is_open else None
+            if previous is not None and not previous.done():
+                await asyncio.shield(previous)  # answer in arrival order
+            if reply is not None:
+                self._respond(request.frame.cmd, reply)
+        finally:
+            ticket.release()
+            _settle_after(previous, replied)
+            self._finished_one()
+            task = asyncio.current_task()
+            if task is not None:
+                pipe.tasks.discard(task)
+            if not pipe.tasks and self._sends is pipe:
+                self._sends = None  # nothing in flight: an idle connection keeps no send state
+
+    async def _handle_send(self, request: _Request, ticket: SendTicket) -> Message | None:
+        """The reply to a send (its ack, or the failure in the send's layout); None: drop it unanswered."""
+        cmd, message = request.frame
+        try:
+            if cmd == Cmd.SEND_P2P_MSG:
+                assert isinstance(message, access_pb2.ReqSendP2PMsg)
+                return await self._send_p2p(message, request.arrived, ticket)
+            assert isinstance(message, access_pb2.ReqSendGroupMsg)
+            return await self._send_group(message, request.arrived, ticket)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not _expected(exc):
+                log.exception("cmd %s from %s failed", int(cmd), self.peer, extra={"uid": self.uid})
+            return failure_reply(cmd, exc, message)
+
+    async def _run_lane(self, lane: _Lane) -> None:
         try:
             while lane.items and self.is_open:
                 request = lane.items.popleft()
                 try:
                     await self._handle(request)
                 finally:
-                    self._queued -= 1
-                    if self._paused and self._queued <= self.server.config.max_in_flight // 2:
-                        self._paused = False
-                        self.resume_reading()
+                    self._finished_one()
         finally:
             self._queued -= len(lane.items)
             lane.items.clear()
-            if is_send and self._sends is lane:
-                self._sends = None
-            elif not is_send and self._control is lane:
+            if self._control is lane:
                 self._control = None
 
     async def _handle(self, request: _Request) -> None:
@@ -219,12 +298,6 @@ class AccessConnection(FramedConnection):
             elif cmd == Cmd.PING:
                 assert isinstance(message, access_pb2.ReqPing)
                 await self._ping(message)
-            elif cmd == Cmd.SEND_P2P_MSG:
-                assert isinstance(message, access_pb2.ReqSendP2PMsg)
-                await self._send_p2p(message, request.arrived)
-            elif cmd == Cmd.SEND_GROUP_MSG:
-                assert isinstance(message, access_pb2.ReqSendGroupMsg)
-                await self._send_group(message, request.arrived)
             elif cmd == Cmd.SYNC_MSG:
                 assert isinstance(message, access_pb2.ReqSyncMsg)
                 await self._sync(message)
@@ -245,8 +318,7 @@ class AccessConnection(FramedConnection):
             self._respond(cmd, failure_reply(cmd, exc, message))
 
     def _respond(self, cmd: int | None, reply: Message) -> None:
-        code = getattr(reply, "errCode", ErrCode.OK)
-        self.server.metrics.requests.labels(ROLE, cmd_label(cmd), str(code)).inc()
+        self.server.count_request(cmd, getattr(reply, "errCode", ErrCode.OK))
         self.send(reply)
 
     def _acting(self, claimed: int) -> int:
@@ -333,8 +405,8 @@ class AccessConnection(FramedConnection):
             uid = self._acting(request.UID)
             # Sends received before the logout are finished (and acked) first.
             sends = self._sends
-            if sends is not None and sends.task is not None and not sends.task.done():
-                await asyncio.wait({sends.task}, timeout=server.config.drain_timeout_s)
+            if sends is not None and sends.tasks:
+                await asyncio.wait(set(sends.tasks), timeout=server.config.drain_timeout_s)
             await server.core.logout(uid, self.device, server.node.node_id, self._token or None)
         except BaseException:
             self._ending = None
@@ -346,23 +418,31 @@ class AccessConnection(FramedConnection):
 
     # --- messages ---------------------------------------------------------------------------------
 
-    async def _send_p2p(self, request: access_pb2.ReqSendP2PMsg, arrived: float) -> None:
+    async def _send_p2p(
+        self, request: access_pb2.ReqSendP2PMsg, arrived: float, ticket: SendTicket
+    ) -> Message | None:
         if not await self._wait_for_login():
-            return
+            return None
         uid = self._acting(request.sourceUID)
         await self._keep_route(uid)
-        result = await self.server.core.send_p2p(uid, request.targetUID, request.msgID, request.msg)
-        self.server.metrics.send_latency.labels("p2p").observe(self.server.now() - arrived)
-        self._respond(Cmd.SEND_P2P_MSG, p2p_ack(request, result))
+        result = await self.server.core.send_p2p(
+            uid, request.targetUID, request.msgID, request.msg, ticket=ticket
+        )
+        self.server.p2p_latency.observe(self.server.now() - arrived)
+        return p2p_ack(request, result)
 
-    async def _send_group(self, request: access_pb2.ReqSendGroupMsg, arrived: float) -> None:
+    async def _send_group(
+        self, request: access_pb2.ReqSendGroupMsg, arrived: float, ticket: SendTicket
+    ) -> Message | None:
         if not await self._wait_for_login():
-            return
+            return None
         uid = self._acting(request.sourceUID)
         await self._keep_route(uid)
-        result = await self.server.core.send_group(uid, request.groupID, request.msgID, request.msg)
-        self.server.metrics.send_latency.labels("group").observe(self.server.now() - arrived)
-        self._respond(Cmd.SEND_GROUP_MSG, group_ack(request, result))
+        result = await self.server.core.send_group(
+            uid, request.groupID, request.msgID, request.msg, ticket=ticket
+        )
+        self.server.group_latency.observe(self.server.now() - arrived)
+        return group_ack(request, result)
 
     async def _sync(self, request: access_pb2.ReqSyncMsg) -> None:
         uid = self._acting(request.UID)
@@ -389,9 +469,11 @@ class AccessConnection(FramedConnection):
 
     def lane_tasks(self) -> list[asyncio.Task[None]]:
         """The tasks handling this connection's requests right now."""
-        return [
-            lane.task for lane in (self._control, self._sends) if lane is not None and lane.task is not None
-        ]
+        tasks = list(self._sends.tasks) if self._sends is not None else []
+        control = self._control
+        if control is not None and control.task is not None:
+            tasks.append(control.task)
+        return tasks
 
     def closed(self, reason: str) -> None:
         if self._login_settled is not None:
@@ -443,9 +525,33 @@ class AccessServer(FramedServer[AccessConnection]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
         self._sessions_gauge = metrics.sessions
+        # Labelled children looked up once: `labels()` costs more than the increment itself.
+        self._frame_counters: dict[str, Any] = {}
+        self._request_counters: dict[tuple[str, int], Any] = {}
+        self.p2p_latency = metrics.send_latency.labels("p2p")
+        self.group_latency = metrics.send_latency.labels("group")
 
     def new_connection(self) -> AccessConnection:
         return AccessConnection(self)
+
+    def count_frame(self, cmd: int | None) -> None:
+        """A received frame of `cmd` (None: a command this server does not know)."""
+        label = _CMD_LABELS.get(cmd, "unknown") if cmd is not None else "unknown"
+        counter = self._frame_counters.get(label)
+        if counter is None:
+            counter = self._frame_counters[label] = self.metrics.frames.labels(ROLE, label)
+        counter.inc()
+
+    def count_request(self, cmd: int | None, code: int) -> None:
+        """An answered request (label values stay bounded: unknown cmds and codes share one label)."""
+        label = _CMD_LABELS.get(cmd, "unknown") if cmd is not None else "none"
+        key = (label, code)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            if len(self._request_counters) > 4096:  # codes come from the ErrCode table; a guard only
+                self._request_counters.clear()
+            counter = self._request_counters[key] = self.metrics.requests.labels(ROLE, label, str(code))
+        counter.inc()
 
     async def start(self) -> None:
         await super().start()

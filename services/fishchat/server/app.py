@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +37,32 @@ from fishchat.server.metrics import ServerMetrics
 from fishchat.server.ports import Announcer, NoticeSource
 
 log = logging.getLogger("fishchat.up")
+
+
+#: Net allocations between young-generation collections (CPython's default is 700), and how many
+#: collections of each generation run before the next older one is collected.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def server_garbage_collection() -> Iterator[None]:
+    """Collect garbage less often while serving (restored afterwards).
+
+    Serving allocates many short-lived objects per message (frames, records, futures); nearly all
+    are freed by reference counting, but with the default thresholds a collection ran every few
+    messages and every so often a full one scanned every live object: about a sixth of the event
+    loop's time at full load, measured. What exists once the server is up (modules, configuration,
+    the backend) is frozen out of collections altogether.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 @dataclass(frozen=True)
@@ -128,7 +155,8 @@ async def serve_backend(
         log.info("ready", extra=listening.ready_event(""))
         if on_ready is not None:
             on_ready(listening)
-        await stop.wait()
+        with server_garbage_collection():
+            await stop.wait()
         log.info("draining")
         admin.mark_draining()
         await access.drain()

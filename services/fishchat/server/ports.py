@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from fishchat.domain.ordering import UNORDERED, SendTicket
 from fishchat.domain.records import (
     AccessNode,
     Group,
@@ -38,9 +39,18 @@ class AccessCore(Protocol):
 
     async def logout(self, uid: int, device: str, node_id: str, token: str | None = None) -> None: ...
 
-    async def send_p2p(self, source_uid: int, target_uid: int, msg_id: str, body: str) -> SendResult: ...
+    async def send_p2p(
+        self, source_uid: int, target_uid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
+    ) -> SendResult:
+        """Accept a send durably. Sends of one connection overlap; their tickets (one `SendSequence`
+        per connection, taken in arrival order) keep them in that order in every timeline: an
+        implementation waits for `ticket.turn()` before the step that fixes the send's place and
+        calls `ticket.release()` after it (or when it fails)."""
+        ...
 
-    async def send_group(self, source_uid: int, gid: int, msg_id: str, body: str) -> SendResult: ...
+    async def send_group(
+        self, source_uid: int, gid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
+    ) -> SendResult: ...
 
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None

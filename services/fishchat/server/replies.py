@@ -3,8 +3,10 @@
 Kept apart from the connection handling so the mapping can be tested without sockets:
 
 - a sync page becomes a ResSyncMsg that always fits one frame (entries are dropped from the end, and
-  `more` set, if the domain's size estimate was short), with `groupID`, version, timestamp kept;
-- a send result becomes its ack, echoing the request's ids and adding version and server time;
+  `more` set, if the domain's size estimate was short), with `groupID`, version, timestamp and the
+  server's snowflake id kept;
+- a send result becomes its ack, echoing the request's ids and adding version, server time and the
+  server's snowflake id;
 - any exception becomes the reply of the request's own command with the code of `code_of` and a
   client-safe text (`message_of`), so internal details never leak.
 """
@@ -35,11 +37,12 @@ def offset_msg(message: StoredMessage) -> access_pb2.offsetMsg:
         sourceUID=message.source_uid,
         targetUID=message.target_uid,
         groupID=message.group_id,
-        msgType=message.msg_type.value,
+        msgType=message.msg_type,  # a StrEnum: its text
         msgID=message.msg_id,
         msg=message.body,
         version=message.version,
         timestamp=message.timestamp_ms,
+        serverMsgID=message.server_msg_id,
     )
 
 
@@ -54,13 +57,17 @@ def sync_reply(
 
 def p2p_ack(request: access_pb2.ReqSendP2PMsg, result: SendResult) -> access_pb2.ResSendP2PMsg:
     """The durable ack of a p2p send (a retried send gets the first send's version and time)."""
-    ack = send_p2p_ack(request, version=result.version, server_msg_id=0, timestamp=result.timestamp_ms)
+    ack = send_p2p_ack(
+        request, version=result.version, server_msg_id=result.server_msg_id, timestamp=result.timestamp_ms
+    )
     ack.msgID = result.msg_id  # the server-assigned id when the client sent none (legacy mode)
     return ack
 
 
 def group_ack(request: access_pb2.ReqSendGroupMsg, result: SendResult) -> access_pb2.ResSendGroupMsg:
-    ack = send_group_ack(request, version=result.version, server_msg_id=0, timestamp=result.timestamp_ms)
+    ack = send_group_ack(
+        request, version=result.version, server_msg_id=result.server_msg_id, timestamp=result.timestamp_ms
+    )
     ack.msgID = result.msg_id
     return ack
 

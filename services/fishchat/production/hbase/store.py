@@ -7,8 +7,9 @@ the string `"<uid>_<version>"` (e.g. `"321_7"`), which sorts "321_10" before "32
 users ("3210_1" falls between them), so it could only be read by point Gets, one per version.
 
 Columns (family `user`): `sourceUID`, `targetUID`, `incrementID`, `groupID` and, new, `timestamp`
-(server accept time in ms), all 8-byte big-endian signed longs as the original's `Bytes.toBytes(long)`;
-(family `msg`): `msgType` (`p2p` or `group`), `msgID` and `msg` as UTF-8. The uid is the row key's.
+(server accept time in ms) and `serverMsgID` (the send's snowflake; absent in older rows: 0), all
+8-byte big-endian signed longs as the original's `Bytes.toBytes(long)`; (family `msg`): `msgType`
+(`p2p` or `group`), `msgID` and `msg` as UTF-8. The uid is the row key's.
 
 Puts are idempotent: a replayed log record carries the same values (records are immutable once
 produced), so writing its row again changes nothing. `latest_version` is a reversed scan of one row.
@@ -50,6 +51,7 @@ TARGET_UID = b"user:targetUID"
 INCREMENT_ID = b"user:incrementID"
 GROUP_ID = b"user:groupID"
 TIMESTAMP = b"user:timestamp"
+SERVER_MSG_ID = b"user:serverMsgID"
 MSG_TYPE = b"msg:msgType"
 MSG_ID = b"msg:msgID"
 MSG = b"msg:msg"
@@ -110,10 +112,17 @@ def message_columns(message: StoredMessage) -> dict[bytes, bytes]:
         INCREMENT_ID: _LONG.pack(message.version),
         GROUP_ID: _LONG.pack(message.group_id),
         TIMESTAMP: _LONG.pack(message.timestamp_ms),
+        SERVER_MSG_ID: _LONG.pack(message.server_msg_id),
         MSG_TYPE: message.msg_type.value.encode(),
         MSG_ID: message.msg_id.encode(),
         MSG: message.body.encode(),
     }
+
+
+def _long(columns: dict[bytes, bytes], column: bytes) -> int:
+    """An optional long column (0 when a row predates it)."""
+    raw = columns.get(column)
+    return 0 if raw is None else int(_LONG.unpack(raw)[0])
 
 
 def message_from_row(key: bytes, columns: dict[bytes, bytes]) -> StoredMessage:
@@ -124,11 +133,12 @@ def message_from_row(key: bytes, columns: dict[bytes, bytes]) -> StoredMessage:
             version=version,
             source_uid=_LONG.unpack(columns[SOURCE_UID])[0],
             target_uid=_LONG.unpack(columns[TARGET_UID])[0],
-            group_id=_LONG.unpack(columns[GROUP_ID])[0] if GROUP_ID in columns else 0,
+            group_id=_long(columns, GROUP_ID),
             msg_type=MsgType(columns[MSG_TYPE].decode()),
             msg_id=columns.get(MSG_ID, b"").decode(),
             body=columns.get(MSG, b"").decode(),
-            timestamp_ms=_LONG.unpack(columns[TIMESTAMP])[0] if TIMESTAMP in columns else 0,
+            timestamp_ms=_long(columns, TIMESTAMP),
+            server_msg_id=_long(columns, SERVER_MSG_ID),
         )
     except (KeyError, ValueError, struct.error) as exc:
         raise HBaseError(f"malformed message row {key.hex()}: {exc!r}") from None

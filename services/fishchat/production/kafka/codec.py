@@ -6,12 +6,12 @@ constant `send_p2p_msg`, which only worked with one partition).
 
 Value: a UTF-8 JSON object. The field names are the original's (`incrementID`, `sourceUID`,
 `targetUID`, `groupID`, `msgType`, `msgID`, `msg`) plus `uid`, the owner of the timeline the record
-belongs to (the sender's own copy has `uid` = sender, `targetUID` = recipient), and `timestampMs`, the
-server's accept time. The original's `accessServerAddr` and `online` are not written: delivery no
-longer depends on where the recipient was at send time. JSON was chosen over protobuf so that records
-stay readable with Kafka's console tools and decoders ignore fields they do not know, which lets a
-newer producer add fields without breaking an older msg-job.
-"""
+belongs to (the sender's own copy has `uid` = sender, `targetUID` = recipient), `timestampMs`, the
+server's accept time, and `serverMsgID`, the snowflake of the send (absent in older records: 0). The
+original's `accessServerAddr` and `online` are not written: delivery no longer depends on where the
+recipient was at send time. JSON was chosen over protobuf so that records stay readable with Kafka's
+console tools and decoders ignore fields they do not know, which lets a newer producer add fields
+without breaking an older msg-job."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def encode_record(message: StoredMessage) -> bytes:
             "msgID": message.msg_id,
             "msg": message.body,
             "timestampMs": message.timestamp_ms,
+            "serverMsgID": message.server_msg_id,
         },
         ensure_ascii=False,
         separators=(",", ":"),
@@ -72,6 +73,7 @@ def decode_record(raw: bytes | None) -> StoredMessage:
         msg_id=_str(data, "msgID"),
         body=_str(data, "msg"),
         timestamp_ms=_int(data, "timestampMs", 0),
+        server_msg_id=_int(data, "serverMsgID", 0),
     )
 
 

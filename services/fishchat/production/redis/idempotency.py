@@ -2,7 +2,8 @@
 
 A claim is a single `SET key P<fingerprint> NX PX <pending ttl> GET`: it takes a free key (an
 expired pending claim is simply gone) and otherwise returns the owner's value, in one atomic step.
-A finished send is stored as `D<version>:<timestamp ms>:<fingerprint>` for the idempotency TTL.
+A finished send is stored as `D<version>:<timestamp ms>:<server msg id>:<fingerprint>` for the
+idempotency TTL.
 Completing and releasing compare the fingerprint inside a Lua script, so only the attempt that owns
 a key changes it, and a release never drops a finished send.
 """
@@ -30,7 +31,7 @@ for i, key in ipairs(KEYS) do
     if string.sub(value, 1, 1) == 'P' then
       owner = string.sub(value, 2)
     else
-      owner = string.match(value, '^D%-?%d+:%-?%d+:(.*)$')
+      owner = string.match(value, '^D%-?%d+:%-?%d+:%-?%d+:(.*)$')
     end
     if owner == ARGV[2 * i] then
       if ttl > 0 then
@@ -59,15 +60,21 @@ def _fingerprint(fingerprint: str) -> bytes:
 
 
 def _done_value(result: SendResult, fingerprint: str) -> bytes:
-    return _DONE + f"{result.version}:{result.timestamp_ms}:".encode() + _fingerprint(fingerprint)
+    numbers = f"{result.version}:{result.timestamp_ms}:{result.server_msg_id}:"
+    return _DONE + numbers.encode() + _fingerprint(fingerprint)
 
 
 def _decode(value: bytes, msg_id: str) -> Claim:
     if value.startswith(_PENDING):
         return Claim(state=ClaimState.PENDING, fingerprint=value[1:].decode("utf-8"))
     if value.startswith(_DONE):
-        version, timestamp_ms, owner = value[1:].split(b":", 2)
-        result = SendResult(version=int(version), msg_id=msg_id, timestamp_ms=int(timestamp_ms))
+        version, timestamp_ms, server_msg_id, owner = value[1:].split(b":", 3)
+        result = SendResult(
+            version=int(version),
+            msg_id=msg_id,
+            timestamp_ms=int(timestamp_ms),
+            server_msg_id=int(server_msg_id),
+        )
         return Claim(state=ClaimState.DONE, fingerprint=owner.decode("utf-8"), result=result)
     raise ValueError(f"unrecognised idempotency record {value[:40]!r}")
 
