@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.register(subparsers)
     user.register(subparsers)
     group.register(subparsers)
-    from fishchat.cli import up  # here, not at the top: `up` is the servers' command
+    from fishchat.cli import serve, up  # here, not at the top: the servers' commands
 
     up.register(subparsers)
+    serve.register(subparsers)
     return parser
 
 

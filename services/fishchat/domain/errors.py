@@ -35,6 +35,12 @@ class ServerError(ChatError):
     code = ErrCode.SERVER_ERR
 
 
+class Unavailable(ChatError):
+    """A dependency (another role, a store) did not answer in time or is draining; retry the request."""
+
+    code = ErrCode.SERVICE_UNAVAILABLE
+
+
 class NoData(ChatError):
     code = ErrCode.NO_DATA
 
@@ -91,6 +97,19 @@ class NoSuchGroup(ChatError):
     code = ErrCode.NO_SUCH_GROUP
 
 
+def error_for(code: int, message: str) -> ChatError:
+    """The `ChatError` a wire code stands for (a remote refusal raised again here, code unchanged).
+
+    A code without its own class gets one made once; a code that is not in the table is a server error.
+    """
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        if code not in ErrCode.__members__.values():
+            return ServerError(message or None)
+        cls = _BY_CODE[code] = type(f"Remote{code}", (ChatError,), {"code": ErrCode(code)})
+    return cls(message or None)
+
+
 def code_of(exc: BaseException) -> ErrCode:
     """The wire code for any exception: its own for a `ChatError`, `SERVER_ERROR` for everything else."""
     return exc.code if isinstance(exc, ChatError) else ErrCode.SERVER_ERR
@@ -99,3 +118,13 @@ def code_of(exc: BaseException) -> ErrCode:
 def message_of(exc: BaseException) -> str:
     """The client-safe text for any exception; internal details of non-domain errors are not leaked."""
     return exc.message if isinstance(exc, ChatError) else ERR_STR[ErrCode.SERVER_ERR]
+
+
+def _subclasses(cls: type[ChatError]) -> list[type[ChatError]]:
+    return [cls] + [sub for direct in cls.__subclasses__() for sub in _subclasses(direct)]
+
+
+# One class per code: the first defined wins (subclasses of a coded class keep its code).
+_BY_CODE: dict[int, type[ChatError]] = {}
+for _cls in _subclasses(ChatError)[1:]:
+    _BY_CODE.setdefault(int(_cls.code), _cls)

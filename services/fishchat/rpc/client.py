@@ -1,0 +1,129 @@
+"""The calling side: channels to the instances of a role found in the registry, used round robin.
+
+Every call has a deadline (`timeout_s`, the role's default). A call that cannot reach an instance
+(UNAVAILABLE: connection refused or reset, the instance gone) is tried on the next one while time
+and attempts remain; internal RPCs are safe to repeat (sends are idempotent by msgID, the rest
+read or overwrite). What still fails is raised as `Unavailable` (90002), which the access server
+answers to the client, who retries. A response with a non-zero errCode is raised as its `ChatError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from fishchat.domain.errors import Unavailable, error_for
+from fishchat.domain.records import ServiceInstance
+from fishchat.rpc.metrics import RpcMetrics
+from fishchat.rpc.server import CHANNEL_OPTIONS
+
+InstanceSource = Callable[[str], Awaitable[list[ServiceInstance]]]
+
+#: Status codes that mean "this instance did not take the call": try the next one.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class ChannelPool:
+    """One channel per address, shared by every client of the process, closed together."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return channel
+
+    async def discard(self, address: str) -> None:
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            await channel.close()
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
+
+
+class RoleClient:
+    """Calls one role's service: `await client.call("Sync", request)`, or at one `address`."""
+
+    def __init__(
+        self,
+        role: str,
+        stub_type: Callable[[grpc.aio.Channel], Any],
+        instances: InstanceSource,
+        pool: ChannelPool,
+        metrics: RpcMetrics,
+        *,
+        timeout_s: float = 5.0,
+        attempts: int = 3,
+    ) -> None:
+        if timeout_s <= 0 or attempts < 1:
+            raise ValueError("timeout_s must be positive and attempts at least 1")
+        self.role = role
+        self._stub_type = stub_type
+        self._instances = instances
+        self._pool = pool
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+        self._attempts = attempts
+        self._stubs: dict[str, Any] = {}
+        self._turn = itertools.count()
+
+    async def call(
+        self, method: str, request: Any, *, address: str | None = None, timeout_s: float | None = None
+    ) -> Any:
+        """The response of `method`, with errCode 0; raises the remote `ChatError` or `Unavailable`."""
+        started = time.perf_counter()
+        deadline = started + (timeout_s or self._timeout_s)
+        outcome = "unavailable"
+        try:
+            response = await self._call(method, request, address, deadline)
+            code = int(getattr(response, "errCode", 0))
+            if code:
+                outcome = "refused"
+                raise error_for(code, str(getattr(response, "errStr", "")))
+            outcome = "ok"
+            return response
+        finally:
+            self._metrics.client_requests.labels(self.role, method, outcome).inc()
+            self._metrics.client_seconds.labels(self.role, method).observe(time.perf_counter() - started)
+
+    async def _call(self, method: str, request: Any, address: str | None, deadline: float) -> Any:
+        tried: list[str] = []
+        last = "no live instance"
+        for _ in range(self._attempts):
+            target = address or await self._pick(tried)
+            if target is None:
+                break
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                last = "deadline exceeded"
+                break
+            try:
+                return await getattr(self._stub(target), method)(request, timeout=remaining)
+            except grpc.aio.AioRpcError as exc:
+                last = f"{target}: {exc.code().name} {exc.details() or ''}".rstrip()
+                if exc.code() not in RETRYABLE:
+                    break
+                tried.append(target)
+        raise Unavailable(f"{self.role}.{method} failed: {last}")
+
+    async def _pick(self, tried: list[str]) -> str | None:
+        addresses = sorted({i.address for i in await self._instances(self.role) if i.address})
+        fresh = [a for a in addresses if a not in tried] or addresses
+        if not fresh:
+            return None
+        return fresh[next(self._turn) % len(fresh)]
+
+    def _stub(self, address: str) -> Any:
+        stub = self._stubs.get(address)
+        if stub is None:
+            stub = self._stubs[address] = self._stub_type(self._pool.channel(address))
+        return stub

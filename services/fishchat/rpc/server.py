@@ -1,0 +1,101 @@
+"""The gRPC side of a role: one `grpc.aio` server with the role's services and the health protocol.
+
+Servicers answer through `RpcServer.answer`, which times the call, counts it by errCode, and turns a
+`ChatError` into `errCode`/`errStr` in the response (anything else is logged and answered 90001
+without its details). The health service (grpc.health.v1) reports every registered service SERVING
+once started and NOT_SERVING from the moment the process starts draining, so Kubernetes probes and
+load balancers stop sending new calls while the in-flight ones finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fishchat.domain.errors import code_of, message_of
+from fishchat.errcodes import ErrCode
+from fishchat.rpc.metrics import RpcMetrics
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+#: Internal messages are small (a sync page fits a client frame), but leave room for batches.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+SERVER_OPTIONS = (
+    *CHANNEL_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (port 0: any free one) as a pair; a malformed value is a `ValueError` naming it."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+class RpcServer:
+    def __init__(self, listen: str, metrics: RpcMetrics) -> None:
+        self.host, self.port = split_listen(listen)
+        self._metrics = metrics
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._services: list[str] = []
+
+    def add(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str) -> None:
+        """Register a servicer (`add_XServicer_to_server`) under its full service name for health."""
+        add_to_server(servicer, self._server)
+        self._services.append(name)
+
+    async def start(self) -> int:
+        """Listen and report SERVING; returns the bound port (the real one when 0 was asked)."""
+        host = "[::]" if self.host in ("::", "0.0.0.0") else self.host
+        self.port = self._server.add_insecure_port(f"{host}:{self.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen for gRPC on {self.host}")
+        await self._server.start()
+        for name in ("", *self._services):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def mark_draining(self) -> None:
+        """Health says NOT_SERVING from now on; calls are still answered until `stop`."""
+        for name in ("", *self._services):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls and give the running ones `grace_s` to finish."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+
+    async def answer(self, method: str, refusal: Callable[..., R], work: Callable[[], Awaitable[R]]) -> R:
+        """Run `work` for RPC `method`; a failure becomes `refusal(errCode=..., errStr=...)`."""
+        started = time.perf_counter()
+        code = ErrCode.OK
+        try:
+            return await work()
+        except Exception as exc:
+            code = code_of(exc)
+            if code == ErrCode.SERVER_ERR:
+                log.exception("rpc %s failed", method)
+            return refusal(errCode=int(code), errStr=message_of(exc))
+        finally:
+            self._metrics.server_requests.labels(method, str(int(code))).inc()
+            self._metrics.server_seconds.labels(method).observe(time.perf_counter() - started)

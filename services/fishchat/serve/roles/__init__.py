@@ -1,0 +1,1 @@
+"""One module per role; each exposes `async def run(rt: RoleRuntime, stop: asyncio.Event) -> None`."""
