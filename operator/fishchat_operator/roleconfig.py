@@ -1,9 +1,20 @@
 """The TOML configuration each role's pods read: listeners, etcd discovery and its backends.
 
+The file is what `fishchat serve <role>` loads (`fishchat.serve.config.ServeConfig`, which refuses
+unknown keys), so the services' section and key names are the contract: `[etcd] endpoints` is one
+comma-separated `host:port` string, `[kafka] bootstrap` likewise, `[hbase] thrift` is `host:port`,
+`[mysql] url` a `mysql://host:port/database` URL. `tests/unit/operator/test_roleconfig_loads.py`
+loads every rendered file with the services' own loader.
+
 Each role gets only the sections of the servers it talks to (design §2), so a role cannot quietly
-grow a dependency the operator does not know about. Secrets and pod facts (database credentials,
-Redis password, the pod IP to advertise) are not here: they reach the pod as environment overrides
-(`FISHCHAT_<SECTION>_<KEY>`, see `render.py`), so a ConfigMap never holds a password.
+grow a dependency the operator does not know about. Every role talks to etcd, so every role gets the
+cluster's whole etcd key layout (`[registry]`, `[versions]`, `[snowflake]` under the cluster's etcd
+prefix): a section left out would fall back to the services' shared default prefix, where two
+FishChatClusters on one etcd would meet. Redis keys are likewise under a per-cluster prefix.
+
+Secrets and pod facts (database credentials, Redis password, the pod IP to advertise) are not here:
+they reach the pod as environment overrides (`FISHCHAT_<SECTION>_<KEY>`, see `render.py`), so a
+ConfigMap never holds a password.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from fishchat_operator.model import Cluster
 
 ANY_HOST: Final = "0.0.0.0"
 ETCD_LEASE_TTL_SECONDS: Final = 10
+ETCD_DEFAULT_PORT: Final = 2379
 # Margin between the end of the drain and the kill at the end of the grace period.
 DRAIN_MARGIN_SECONDS: Final = 5
 
@@ -45,6 +57,28 @@ def msg_job_consumer_group(cluster: Cluster) -> str:
     return f"fishchat-{cluster.namespace}-{cluster.name}-msg-job"
 
 
+def redis_prefix(cluster: Cluster) -> str:
+    """Key prefix of the cluster in Redis; names and namespaces are DNS labels, so never hold ':'."""
+    return f"fishchat:{cluster.namespace}:{cluster.name}:"
+
+
+def etcd_prefixes(cluster: Cluster) -> dict[str, str]:
+    """The cluster's etcd key layout: section -> prefix, all under the cluster's etcd prefix."""
+    root = cluster.etcd_prefix
+    return {"registry": f"{root}services/", "versions": f"{root}seqs/", "snowflake": f"{root}snowflake/"}
+
+
+def etcd_endpoints(cluster: Cluster) -> str:
+    """The spec's etcd client URLs as the services' comma-separated `host:port` list.
+
+    The services dial etcd without TLS, so an `https://` URL's scheme is dropped like `http://`'s
+    (docs/operator.md, Limitations); a URL without a port gets etcd's client port.
+    """
+    addresses = (url.split("://", 1)[-1] for url in cluster.spec.backends.etcd.endpoints)
+    # The spec's pattern allows host names and IPv4 only, so a ':' is always the port's.
+    return ",".join(a if ":" in a else f"{a}:{ETCD_DEFAULT_PORT}" for a in addresses)
+
+
 def drain_timeout_seconds(cluster: Cluster) -> int:
     access = cluster.spec.roles.access
     budget = access.termination_grace_period_seconds - access.pre_stop_sleep_seconds - DRAIN_MARGIN_SECONDS
@@ -70,15 +104,12 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
         "cluster": cluster.name,
         "namespace": cluster.namespace,
         "server": server,
-        "etcd": {
-            "endpoints": list(backends.etcd.endpoints),
-            "prefix": cluster.etcd_prefix,
-            "lease_ttl_seconds": ETCD_LEASE_TTL_SECONDS,
-        },
+        "etcd": {"endpoints": etcd_endpoints(cluster), "lease_ttl_s": ETCD_LEASE_TTL_SECONDS},
     }
+    config.update({section: {"prefix": prefix} for section, prefix in etcd_prefixes(cluster).items()})
     if role in KAFKA_ROLES:
         kafka: dict[str, Any] = {
-            "bootstrap_servers": list(backends.kafka.bootstrap_servers),
+            "bootstrap": ",".join(backends.kafka.bootstrap_servers),
             "p2p_topic": spec.topics.p2p.name,
             "group_topic": spec.topics.group.name,
         }
@@ -87,18 +118,16 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
         config["kafka"] = kafka
     if role in HBASE_ROLES:
         config["hbase"] = {
-            "thrift_host": backends.hbase.thrift_host,
-            "thrift_port": backends.hbase.thrift_port,
+            "thrift": f"{backends.hbase.thrift_host}:{backends.hbase.thrift_port}",
             "table": spec.table.name,
         }
     if role in REDIS_ROLES:
-        config["redis"] = {"url": backends.redis.url}
+        # The spec's URL has no password; FISHCHAT_REDIS_PASSWORD (from passwordSecret) sets redis.password.
+        config["redis"] = {"url": backends.redis.url, "prefix": redis_prefix(cluster)}
     if role in MYSQL_ROLES:
-        config["mysql"] = {
-            "host": backends.mariadb.host,
-            "port": backends.mariadb.port,
-            "database": backends.mariadb.database,
-        }
+        # No userinfo: FISHCHAT_MYSQL_USER and FISHCHAT_MYSQL_PASSWORD set mysql.user and .password.
+        mariadb = backends.mariadb
+        config["mysql"] = {"url": f"mysql://{mariadb.host}:{mariadb.port}/{mariadb.database}"}
     return config
 
 

@@ -127,13 +127,13 @@ async def test_cluster_gets_children_topics_table_and_honest_conditions(
             m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply" for m in meta["managedFields"]
         )
 
-    # Configuration: every role finds etcd; the Kafka and HBase roles find those.
+    # Configuration: every role finds etcd and its keys under the cluster's prefix; msg-job Kafka and HBase.
     for role in ROLES:
         config = tomllib.loads(found[("ConfigMap", f"demo-{role.value}")]["data"][f"{role.value}.toml"])
-        assert config["etcd"]["endpoints"] == ["http://127.0.0.1:2379"]
-        assert config["etcd"]["prefix"] == f"/fishchat/{ns}/demo/"
+        assert config["etcd"]["endpoints"] == "127.0.0.1:2379"
+        assert config["registry"]["prefix"] == f"/fishchat/{ns}/demo/services/"
     msg_job = tomllib.loads(found[("ConfigMap", "demo-msg-job")]["data"]["msg-job.toml"])
-    assert msg_job["kafka"]["bootstrap_servers"] == [scenario.backends.kafka_bootstrap]
+    assert msg_job["kafka"]["bootstrap"] == scenario.backends.kafka_bootstrap
     assert msg_job["kafka"]["p2p_topic"] == scenario.p2p_topic
     assert msg_job["hbase"]["table"] == scenario.table
 

@@ -54,7 +54,6 @@ from fishchat.production.mysql import (
     MySQLDatabase,
     MySQLGroupStore,
     MySQLSettings,
-    parse_mysql_url,
 )
 from fishchat.production.redis import (
     RedisIdempotencyStore,
@@ -130,7 +129,7 @@ class ProductionSettings:
 
     def mysql_target(self) -> str:
         """MariaDB's address for messages, without the password."""
-        return parse_mysql_url(self.mysql.url).describe()
+        return self.mysql.target().describe()
 
     def redis_target(self) -> str:
         """Redis's address for messages, without credentials."""

@@ -219,14 +219,18 @@ def test_role_config_toml_parses_back(role: Role) -> None:
 
 def test_every_role_finds_etcd_and_only_its_backends() -> None:
     cluster = parse_cluster(body("full"))
+    etcd_layout = {"etcd", "registry", "versions", "snowflake"}
     sections = {
         role: set(role_config(cluster, role)) - {"role", "cluster", "namespace", "server"} for role in ROLES
     }
-    assert all("etcd" in s for s in sections.values())
-    assert sections[Role.MSG_JOB] == {"etcd", "kafka", "hbase"}
-    assert sections[Role.MANAGER] == {"etcd", "hbase"}
-    assert sections[Role.REGISTER] == {"etcd", "redis", "mysql"}
-    assert sections[Role.GATEWAY] == {"etcd"}
+    assert all(etcd_layout <= s for s in sections.values())
+    backends = {role: s - etcd_layout for role, s in sections.items()}
+    assert backends[Role.MSG_JOB] == {"kafka", "hbase"}
+    assert backends[Role.MANAGER] == {"hbase"}
+    assert backends[Role.REGISTER] == {"redis", "mysql"}
+    assert backends[Role.LOGIC] == {"kafka", "redis"}
+    assert backends[Role.NOTIFY] == {"redis"}
+    assert backends[Role.GATEWAY] == backends[Role.ACCESS] == backends[Role.IDGEN] == set()
     assert role_config(cluster, Role.ACCESS)["server"]["drain_timeout_seconds"] == 120 - 10 - 5
 
 

@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -50,13 +50,15 @@ class MySQLTarget:
 
     def describe(self) -> str:
         """The target without its password, for logs and error messages."""
-        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+        where = f"{self.host}:{self.port}/{self.database}"
+        return f"{self.user}@{where}" if self.user else where
 
 
 def parse_mysql_url(url: str) -> MySQLTarget:
-    """Parse `mysql://user:password@host[:port]/database` (scheme `mariadb` too); a clear error else.
+    """Parse `mysql://[user[:password]@]host[:port]/database` (scheme `mariadb` too); a clear error else.
 
-    User and password may be percent-encoded. Query options are refused rather than ignored.
+    User and password may be percent-encoded; without them `user` is empty (`MySQLSettings` then needs
+    its own `user`). Query options are refused rather than ignored.
     """
     try:
         parts = urlsplit(url)
@@ -67,8 +69,6 @@ def parse_mysql_url(url: str) -> MySQLTarget:
         raise ValueError(f"MariaDB URL must start with mysql:// or mariadb://, got {parts.scheme!r}")
     if not parts.hostname:
         raise ValueError("MariaDB URL has no host")
-    if not parts.username:
-        raise ValueError("MariaDB URL has no user")
     if parts.query or parts.fragment:
         raise ValueError("MariaDB URL takes no query options or fragment")
     database = parts.path.removeprefix("/")
@@ -77,7 +77,7 @@ def parse_mysql_url(url: str) -> MySQLTarget:
     return MySQLTarget(
         host=parts.hostname,
         port=port or DEFAULT_PORT,
-        user=unquote(parts.username),
+        user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         database=database,
     )
@@ -85,7 +85,12 @@ def parse_mysql_url(url: str) -> MySQLTarget:
 
 @dataclass(frozen=True, slots=True)
 class MySQLSettings:
-    """How to reach MariaDB. `timeout_s` bounds every statement, including the wait for a connection."""
+    """How to reach MariaDB. `timeout_s` bounds every statement, including the wait for a connection.
+
+    `user` and `password`, when set, replace the URL's own, so credentials can come from elsewhere than
+    the URL (on Kubernetes: `FISHCHAT_MYSQL_USER` / `FISHCHAT_MYSQL_PASSWORD` from a Secret, with a
+    URL such as `mysql://mariadb:3306/fishchat` in the ConfigMap). Neither is ever shown by `repr`.
+    """
 
     url: str = field(default="mysql://fishchat:fishchat@127.0.0.1:3306/fishchat", repr=False)
     pool_min: int = 1
@@ -95,9 +100,12 @@ class MySQLSettings:
     migration_timeout_s: float = 120.0
     # Connections older than this are replaced, before the server's wait_timeout drops them.
     recycle_s: int = 3600
+    user: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        parse_mysql_url(self.url)
+        if not self.target().user:
+            raise ValueError("MariaDB has no user: put one in the URL or set mysql.user")
         if not 0 <= self.pool_min <= self.pool_max or self.pool_max < 1:
             raise ValueError(
                 f"need 0 <= pool_min <= pool_max and pool_max >= 1, got {self.pool_min}, {self.pool_max}"
@@ -106,6 +114,15 @@ class MySQLSettings:
             raise ValueError("timeout_s and migration_timeout_s must be positive")
         if self.recycle_s <= 0:
             raise ValueError(f"recycle_s must be positive, got {self.recycle_s}")
+
+    def target(self) -> MySQLTarget:
+        """The URL's target with `user` and `password` applied where set."""
+        target = parse_mysql_url(self.url)
+        return replace(
+            target,
+            user=target.user if self.user is None else self.user,
+            password=target.password if self.password is None else self.password,
+        )
 
 
 def _reusable_after(exc: BaseException) -> bool:
@@ -130,7 +147,7 @@ class MySQLDatabase:
     @classmethod
     async def open(cls, settings: MySQLSettings, *, migrate: bool = True) -> MySQLDatabase:
         """Connect (`pool_min` connections right away, so a wrong URL fails here) and migrate."""
-        target = parse_mysql_url(settings.url)
+        target = settings.target()
         session_setup = (
             f"SET SESSION sql_mode = '{_SQL_MODE}', "
             # The server normally gives up on a row lock (a clean error, the connection stays usable)

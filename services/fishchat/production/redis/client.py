@@ -17,9 +17,11 @@ replicated Redis, not Redis Cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,12 +31,17 @@ DEFAULT_PREFIX = "fishchat:"
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    """How to reach Redis: a `redis://[user:password@]host:port/db` URL (or `rediss://`, `unix://`)."""
+    """How to reach Redis: a `redis://[user:password@]host:port/db` URL (or `rediss://`, `unix://`).
+
+    `password`, when set, replaces the URL's, so it can come from elsewhere (on Kubernetes:
+    `FISHCHAT_REDIS_PASSWORD` from a Secret, with the URL in the ConfigMap). Never shown by `repr`.
+    """
 
     url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     prefix: str = DEFAULT_PREFIX
     timeout_s: float = 2.0
     max_connections: int = 64
+    password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.url).scheme
@@ -48,8 +55,12 @@ class RedisSettings:
 
 def connect_redis(settings: RedisSettings) -> aioredis.Redis:
     """A client for `settings` (it connects lazily, on the first command). Replies are raw bytes."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.url,
+    # What `BlockingConnectionPool.from_url` does (the URL's options win over the keywords), with the
+    # settings' password in place of the URL's.
+    url_options: dict[str, Any] = dict(parse_url(settings.url))
+    if settings.password is not None:
+        url_options["password"] = settings.password
+    options: dict[str, Any] = dict(
         max_connections=settings.max_connections,
         # How long a command waits for a free pooled connection.
         timeout=settings.timeout_s,
@@ -61,6 +72,7 @@ def connect_redis(settings: RedisSettings) -> aioredis.Redis:
         ),
         decode_responses=False,
     )
+    pool = aioredis.BlockingConnectionPool(**(options | url_options))
     # from_pool: closing the client closes the pool too.
     return aioredis.Redis.from_pool(pool)
 
