@@ -89,7 +89,8 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
     """The configuration of `role` in `cluster` as a mapping (tables are nested mappings)."""
     spec = cluster.spec
     backends = spec.backends
-    server: dict[str, Any] = {"metrics_listen": f"{ANY_HOST}:{Port.METRICS.value}"}
+    # The operator creates the topics and the table itself (per-topic partitions and replication).
+    server: dict[str, Any] = {"metrics_listen": f"{ANY_HOST}:{Port.METRICS.value}", "provision": False}
     if role in CLIENT_PORT:
         server["client_listen"] = f"{ANY_HOST}:{CLIENT_PORT[role].value}"
     if role in GRPC_PORT:

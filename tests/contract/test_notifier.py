@@ -11,10 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from fishchat.domain.ports import Notifier
-from fishchat.domain.records import AccessNode, Notice
+from fishchat.domain.records import AccessNode, Notice, ServiceInstance
 from fishchat.embedded.notifier import InProcessNotifier
+from fishchat.proto.gen.rpc import access_pb2_grpc
+from fishchat.rpc.access_push import GrpcNoticeSource, GrpcNotifier
+from fishchat.rpc.client import ChannelPool, RoleClient
+from fishchat.rpc.metrics import RpcMetrics
+from fishchat.rpc.server import RpcServer
 from tests.contract.harness import Harness, HarnessFactory
 
 
@@ -57,8 +63,61 @@ class InProcessRigHarness(Harness[NotifierRig]):
         return None
 
 
+class GrpcRig(NotifierRig):
+    """Production: `GrpcNotifier` calling `SendNotify` on real access push endpoints (`GrpcNoticeSource`
+    on a gRPC server of its own per node, on a free loopback port); stopping a node stops its server."""
+
+    def __init__(self) -> None:
+        metrics = RpcMetrics(CollectorRegistry())
+        self._metrics = metrics
+        self.pool = ChannelPool()
+
+        async def no_instances(role: str) -> list[ServiceInstance]:
+            return []  # the notifier always names the node's address
+
+        client = RoleClient(
+            "access", access_pb2_grpc.AccessServerRPCStub, no_instances, self.pool, metrics, timeout_s=2.0
+        )
+        super().__init__(GrpcNotifier(client))
+        self.servers: dict[str, RpcServer] = {}
+
+    async def listen(self, node_id: str) -> tuple[AccessNode, asyncio.Queue[Notice]]:
+        received: asyncio.Queue[Notice] = asyncio.Queue()
+
+        async def handler(notice: Notice) -> None:
+            received.put_nowait(notice)
+
+        server = RpcServer("127.0.0.1:0", self._metrics)
+        GrpcNoticeSource(server).attach(node_id, handler)
+        port = await server.start()
+        self.servers[node_id] = server
+        return AccessNode(node_id=node_id, address=f"127.0.0.1:{port}"), received
+
+    async def stop(self, node_id: str) -> None:
+        server = self.servers.pop(node_id, None)
+        if server is not None:
+            await server.stop(0)
+
+
+class GrpcRigHarness(Harness[NotifierRig]):
+    def __init__(self) -> None:
+        self._rig: GrpcRig | None = None
+
+    async def open(self) -> NotifierRig:
+        self._rig = GrpcRig()
+        return self._rig
+
+    async def close(self) -> None:
+        rig, self._rig = self._rig, None
+        if rig is not None:
+            for node_id in list(rig.servers):
+                await rig.stop(node_id)
+            await rig.pool.close()
+
+
 IMPLEMENTATIONS: list[object] = [
     pytest.param(lambda request, tmp_path: InProcessRigHarness(), id="embedded-in-process"),
+    pytest.param(lambda request, tmp_path: GrpcRigHarness(), id="production-grpc"),
 ]
 
 

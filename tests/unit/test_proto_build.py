@@ -105,6 +105,7 @@ SERVICES = {
         "JoinGroup",
         "QuitGroup",
         "Members",
+        "GetGroup",
     },
     "ManagerServerRPC": {"Sync", "LatestVersion", "SetExceptionMsg"},
     "NotifyServerRPC": {"Notify", "NotifyMany"},

@@ -138,3 +138,28 @@ def test_listen_addresses_are_checked(bad: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         split_listen(bad)
     assert split_listen("[::]:0") == ("::", 0)
+
+
+async def test_a_key_always_reaches_the_instance_that_owns_it() -> None:
+    metrics = RpcMetrics(CollectorRegistry())
+    servers = [RpcServer("127.0.0.1:0", metrics) for _ in range(3)]
+    servicers = [CountingIdgen(rpc) for rpc in servers]  # type: ignore[abstract]
+    pool = ChannelPool()
+    for rpc, servicer in zip(servers, servicers, strict=True):
+        rpc.add(idgen_pb2_grpc.add_IDGenServerRPCServicer_to_server, servicer, SERVICE)
+        await rpc.start()
+    try:
+        client = _client([f"127.0.0.1:{rpc.port}" for rpc in servers], metrics, pool)
+        for key in range(30):
+            before = [s.calls for s in servicers]
+            for _ in range(3):
+                await client.call("Next", idgen_pb2.IDNextReq(name="a"), key=key)
+            gained = [s.calls - b for s, b in zip(servicers, before, strict=True)]
+            assert sorted(gained) == [0, 0, 3]  # all three calls of one key on one instance
+        owners = await client.owners(range(300))
+        assert sum(map(len, owners.values())) == 300
+        assert len(owners) == 3  # keys spread over every instance
+    finally:
+        await pool.close()
+        for rpc in servers:
+            await rpc.stop(0)

@@ -9,15 +9,23 @@ idempotent by (uid, version), so a replay changes nothing but may repeat a notic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Protocol
 
 from fishchat.domain.messaging import completion_for
 from fishchat.domain.ports import IdempotencyStore, MessageLogConsumer, MessageStore
-from fishchat.domain.presence import PresenceService
 from fishchat.domain.records import Completion, Notice
 from fishchat.domain.settings import ChatSettings
 
 log = logging.getLogger(__name__)
+
+
+class NoticeSink(Protocol):
+    """Where delivery sends "user has messages up to v": `PresenceService` in one process, notify over
+    gRPC (`fishchat.rpc.notify.RemoteNotices`) in msg-job. Returns how many access nodes took it."""
+
+    async def notify(self, notice: Notice) -> int: ...
 
 
 class MessageDelivery:
@@ -26,7 +34,7 @@ class MessageDelivery:
         consumer: MessageLogConsumer,
         messages: MessageStore,
         idempotency: IdempotencyStore,
-        presence: PresenceService,
+        presence: NoticeSink,
         settings: ChatSettings,
         *,
         batch_size: int = 500,
@@ -82,10 +90,12 @@ class MessageDelivery:
         await self._consumer.commit()
         return len(records)
 
-    async def run(self) -> None:
-        """Deliver until cancelled, backing off (and replaying from the last commit) after failures."""
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Deliver until cancelled or `stop` is set, backing off (and replaying from the last commit)
+        after failures. Once `stop` is set the batch under way finishes (stored, notified, committed)
+        and `run` returns; cancelling instead leaves that batch uncommitted, to be delivered again."""
         backoff = 0.05
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 await self.deliver_once()
                 backoff = 0.05
@@ -97,5 +107,9 @@ class MessageDelivery:
                     await self._consumer.rewind()
                 except Exception:
                     log.exception("rewinding the message log failed")
-                await asyncio.sleep(backoff)
+                if stop is None:
+                    await asyncio.sleep(backoff)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)

@@ -39,12 +39,12 @@ from fishchat.domain.clock import Clock
 from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser, NotGroupMember, RequestInProgress
 from fishchat.domain.ordering import UNORDERED, SendTicket
 from fishchat.domain.ports import (
-    AccountStore,
-    GroupStore,
+    GroupDirectory,
     IdempotencyStore,
     IdGenerator,
     MessageLog,
     SendAcceptor,
+    UserDirectory,
     VersionAllocator,
 )
 from fishchat.domain.records import (
@@ -88,8 +88,8 @@ def completion_for(record: StoredMessage) -> Completion | None:
 class MessagingService:
     def __init__(
         self,
-        accounts: AccountStore,
-        groups: GroupStore,
+        accounts: UserDirectory,
+        groups: GroupDirectory,
         idempotency: IdempotencyStore,
         versions: VersionAllocator,
         ids: IdGenerator,

@@ -26,7 +26,15 @@ from fishchat.domain.records import (
     ServiceInstance,
     StoredMessage,
     TokenInfo,
+    User,
 )
+
+
+class UserDirectory(Protocol):
+    """Who is registered: all that sending needs of the accounts (a role without the accounts database
+    reads them from register over gRPC, without password hashes)."""
+
+    async def get(self, uid: int) -> Account | User | None: ...
 
 
 class AccountStore(Protocol):
@@ -54,6 +62,15 @@ class TokenStore(Protocol):
 
     async def delete_user(self, uid: int) -> int:
         """Revoke every token of a user; returns how many were removed."""
+
+
+class GroupDirectory(Protocol):
+    """Groups as sending reads them: the group and its members (`GroupStore`, or register over gRPC)."""
+
+    async def get(self, gid: int) -> Group | None: ...
+
+    async def members(self, gid: int) -> list[int]:
+        """Member uids in ascending order (empty for an unknown group)."""
 
 
 class GroupStore(Protocol):

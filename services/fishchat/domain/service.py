@@ -20,7 +20,7 @@ from fishchat.domain.errors import NoSuchUser, NotLoggedIn, NoToken, UidMismatch
 from fishchat.domain.groups import GroupService
 from fishchat.domain.messaging import MessagingService
 from fishchat.domain.ordering import UNORDERED, SendTicket
-from fishchat.domain.ports import ChatPorts
+from fishchat.domain.ports import ChatPorts, UserDirectory
 from fishchat.domain.presence import PresenceService
 from fishchat.domain.records import (
     AccessNode,
@@ -47,6 +47,24 @@ def bound_uid(bound: int | None, claimed: int) -> int:
     if claimed not in (0, bound):
         raise UidMismatch(f"this connection is logged in as {bound}, not {claimed}")
     return bound
+
+
+async def check_login(
+    accounts: AccountService, users: UserDirectory, settings: ChatSettings, uid: int, token: str, device: str
+) -> tuple[int, str, TokenInfo]:
+    """What a login must pass before its route is recorded (here and in the register role): a token
+    that is `uid`'s and live, a valid device name, and for a legacy token a registered user.
+
+    Returns the checked uid and device and the token's record.
+    """
+    if not isinstance(token, str) or not token.strip():
+        raise NoToken()
+    uid = validation.check_id(uid, "UID")
+    device = validation.check_device(device, settings.device_max_chars)
+    info = await accounts.verify_token(token, uid)
+    if info.legacy and await users.get(uid) is None:
+        raise NoSuchUser(f"no user with uid {uid}")
+    return uid, device, info
 
 
 class ChatService:
@@ -111,13 +129,9 @@ class ChatService:
 
         On success the caller binds `uid` to the connection; every later request acts as that uid.
         """
-        if not isinstance(token, str) or not token.strip():
-            raise NoToken()
-        uid = validation.check_id(uid, "UID")
-        device = validation.check_device(device, self.settings.device_max_chars)
-        info = await self.accounts.verify_token(token, uid)
-        if info.legacy and await self.ports.accounts.get(uid) is None:
-            raise NoSuchUser(f"no user with uid {uid}")
+        uid, device, info = await check_login(
+            self.accounts, self.ports.accounts, self.settings, uid, token, device
+        )
         await self.presence.connect(uid, device, node)
         return Session(
             uid=uid,

@@ -5,10 +5,16 @@ Every call has a deadline (`timeout_s`, the role's default). A call that cannot 
 and attempts remain; internal RPCs are safe to repeat (sends are idempotent by msgID, the rest
 read or overwrite). What still fails is raised as `Unavailable` (90002), which the access server
 answers to the client, who retries. A response with a non-zero errCode is raised as its `ChatError`.
+
+A call with a `key` goes to the instance that owns the key (rendezvous hashing over the live
+instances) instead of round robin: idgen hands out each user's versions from a block reserved by one
+instance, so all of a user's versions must come from the same instance to stay increasing. When the
+instance set changes, a key moves to an instance that reserves a new block above every earlier one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -77,14 +83,20 @@ class RoleClient:
         self._turn = itertools.count()
 
     async def call(
-        self, method: str, request: Any, *, address: str | None = None, timeout_s: float | None = None
+        self,
+        method: str,
+        request: Any,
+        *,
+        address: str | None = None,
+        key: int | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
         """The response of `method`, with errCode 0; raises the remote `ChatError` or `Unavailable`."""
         started = time.perf_counter()
         deadline = started + (timeout_s or self._timeout_s)
         outcome = "unavailable"
         try:
-            response = await self._call(method, request, address, deadline)
+            response = await self._call(method, request, address, key, deadline)
             code = int(getattr(response, "errCode", 0))
             if code:
                 outcome = "refused"
@@ -95,11 +107,23 @@ class RoleClient:
             self._metrics.client_requests.labels(self.role, method, outcome).inc()
             self._metrics.client_seconds.labels(self.role, method).observe(time.perf_counter() - started)
 
-    async def _call(self, method: str, request: Any, address: str | None, deadline: float) -> Any:
+    async def owners(self, keys: Any) -> dict[str, list[int]]:
+        """The keys grouped by the address of the live instance that owns each (see the module doc)."""
+        addresses = await self._addresses()
+        if not addresses:
+            raise Unavailable(f"no live {self.role} instance")
+        grouped: dict[str, list[int]] = {}
+        for key in keys:
+            grouped.setdefault(_owner(addresses, key), []).append(key)
+        return grouped
+
+    async def _call(
+        self, method: str, request: Any, address: str | None, key: int | None, deadline: float
+    ) -> Any:
         tried: list[str] = []
         last = "no live instance"
         for _ in range(self._attempts):
-            target = address or await self._pick(tried)
+            target = address or await self._pick(tried, key)
             if target is None:
                 break
             remaining = deadline - time.perf_counter()
@@ -115,11 +139,16 @@ class RoleClient:
                 tried.append(target)
         raise Unavailable(f"{self.role}.{method} failed: {last}")
 
-    async def _pick(self, tried: list[str]) -> str | None:
-        addresses = sorted({i.address for i in await self._instances(self.role) if i.address})
+    async def _addresses(self) -> list[str]:
+        return sorted({i.address for i in await self._instances(self.role) if i.address})
+
+    async def _pick(self, tried: list[str], key: int | None) -> str | None:
+        addresses = await self._addresses()
         fresh = [a for a in addresses if a not in tried] or addresses
         if not fresh:
             return None
+        if key is not None:
+            return _owner(fresh, key)
         return fresh[next(self._turn) % len(fresh)]
 
     def _stub(self, address: str) -> Any:
@@ -127,3 +156,12 @@ class RoleClient:
         if stub is None:
             stub = self._stubs[address] = self._stub_type(self._pool.channel(address))
         return stub
+
+
+def _owner(addresses: list[str], key: int) -> str:
+    """Rendezvous hashing: the address with the highest hash of (address, key)."""
+
+    def weight(address: str) -> bytes:
+        return hashlib.blake2b(f"{address}|{key}".encode(), digest_size=8).digest()
+
+    return max(addresses, key=weight)

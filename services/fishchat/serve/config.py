@@ -63,6 +63,9 @@ class ServerSection:
     drain_timeout_seconds: float = 10.0
     #: Deadline of every outgoing RPC.
     rpc_timeout_seconds: float = 5.0
+    #: Create the Kafka topics and the HBase table at start when missing (development and
+    #: `fishchat cluster up`). The operator renders false: it owns them, with per-topic settings.
+    provision: bool = True
 
     def __post_init__(self) -> None:
         for name in ("client_listen", "grpc_listen", "http_listen", "metrics_listen"):

@@ -112,9 +112,11 @@ class RoleRuntime:
         http_port: int | None = None,
         announce: bool = True,
         readiness: dict[str, Callable[[], Awaitable[bool]]] | None = None,
+        before_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Listen for gRPC and metrics, announce this instance (unless the role announces itself, as
-        access does with its load), and print the ready line."""
+        access does with its load, in `before_ready`, when `grpc_address` is known), and print the
+        ready line."""
         for name, check in (readiness or {}).items():
             self.admin.add_readiness_check(name, check)
         ready: dict[str, Any] = {"event": "ready", "role": self.role, "instance": self.instance_id}
@@ -130,6 +132,8 @@ class RoleRuntime:
                 ServiceInstance(role=self.role, instance_id=self.instance_id, address=self.grpc_address)
             )
             self._announced = True
+        if before_ready is not None:
+            await before_ready()
         if client_port is not None:
             ready["client"] = client_port
         if http_port is not None:

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 from google.protobuf.message import Message
 
 from fishchat.domain.discovery import ACCESS_ROLE
-from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch
+from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch, Unavailable
 from fishchat.domain.ordering import SendSequence, SendTicket
 from fishchat.domain.records import AccessNode, Notice, ServiceInstance
 from fishchat.domain.service import bound_uid
@@ -87,6 +87,8 @@ ROLE = "access"
 _CMD_LABELS: dict[int, str] = {int(cmd): cmd_label(cmd) for cmd in Cmd}
 _SEND_COMMANDS = frozenset({Cmd.SEND_P2P_MSG, Cmd.SEND_GROUP_MSG})
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
+#: The node's address until it is announced (`AccessServer.announce`).
+_UNBOUND = "unbound"
 
 
 class _Request(NamedTuple):
@@ -334,6 +336,8 @@ class AccessConnection(FramedConnection):
             try:
                 if self.uid is not None and (self.uid != request.UID or device != self.device):
                     raise UidMismatch(f"this connection is logged in as uid {self.uid} device {self.device}")
+                if server.node.address == _UNBOUND:
+                    raise Unavailable("the server is starting")
                 session = await server.core.login(request.UID, request.token, device, server.node)
             except asyncio.CancelledError:
                 raise
@@ -518,7 +522,7 @@ class AccessServer(FramedServer[AccessConnection]):
         self.announcer = announcer
         self.config = config
         self.limits = field_limits(config, chat)
-        self.node = AccessNode(node_id=config.node_id or "access", address="unbound")
+        self.node = AccessNode(node_id=config.node_id or "access", address=_UNBOUND)
         self.client_address = ""
         self.sessions: dict[int, dict[str, AccessConnection]] = {}
         self.draining = False
@@ -553,14 +557,24 @@ class AccessServer(FramedServer[AccessConnection]):
             counter = self._request_counters[key] = self.metrics.requests.labels(ROLE, label, str(code))
         counter.inc()
 
-    async def start(self) -> None:
+    async def start(self, *, announce: bool = True) -> None:
+        """Listen for clients and (unless `announce` is false) announce this node.
+
+        Embedded, notices arrive in-process and the node's address is its client address. A production
+        access server announces itself later with `announce(grpc_address)`, the address of its
+        SendNotify endpoint, once that listens; logins before that are refused with 90002.
+        """
         await super().start()
         host = self.config.advertise_host or ("127.0.0.1" if self.host in _UNSPECIFIED_HOSTS else self.host)
         self.client_address = _join_host_port(host, self.port)
-        # Embedded: notices arrive in-process, so the node's address is its client address; in
-        # production it is the address of its SendNotify gRPC endpoint.
+        if announce:
+            await self.announce(self.client_address)
+
+    async def announce(self, node_address: str) -> None:
+        """Take `node_address` as where notices reach this node, attach to the notices, enter the registry
+        with the client address and the load, and keep the load announced."""
         self.node = AccessNode(
-            node_id=self.config.node_id or f"access-{self.client_address}", address=self.client_address
+            node_id=self.config.node_id or f"access-{self.client_address}", address=node_address
         )
         self.notices.attach(self.node.node_id, self.on_notice)
         await self.announcer.register(self._instance())

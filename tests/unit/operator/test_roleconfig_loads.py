@@ -155,6 +155,8 @@ def test_rendered_config_loads_in_the_services(case: str, role: Role, tmp_path: 
     # Pod facts from the downward API: what access announces and the registry's instance id.
     assert config.advertise("0.0.0.0") == POD_IP
     assert config.instance_id(role.value) == pod_name
+    # The operator owns topics and table (per-topic settings); the roles must not create them.
+    assert config.server.provision is False
 
     assert parse_endpoints(config.etcd.endpoints) == expected.etcd
     assert config.etcd.lease_ttl_s == 10

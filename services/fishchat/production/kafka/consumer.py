@@ -120,6 +120,31 @@ class KafkaMessageLogConsumer:
                 total += max(0, highwater - fetched)
         return total
 
+    async def partition_lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: records after the group's committed offset (end offset minus the
+        last commit, or minus the oldest retained offset when the group never committed), from one
+        end-offsets request to the broker. Records fetched but not yet committed count as lag."""
+        assigned = sorted(self._consumer.assignment())
+        if not assigned:
+            return {}
+        timeout = self._settings.request_timeout_ms / 1000
+        ends = await asyncio.wait_for(self._consumer.end_offsets(assigned), timeout)
+        bases: dict[TopicPartition, int] = {}
+        unknown: list[TopicPartition] = []
+        for tp in assigned:
+            restart = self._restart.get(tp)
+            if restart is not None:
+                bases[tp] = restart
+                continue
+            committed = await asyncio.wait_for(self._consumer.committed(tp), timeout)
+            if committed is not None:
+                bases[tp] = committed
+            else:
+                unknown.append(tp)
+        if unknown:
+            bases.update(await asyncio.wait_for(self._consumer.beginning_offsets(unknown), timeout))
+        return {tp: max(0, ends[tp] - bases[tp]) for tp in assigned if tp in ends and tp in bases}
+
     async def close(self) -> None:
         """Leave the group (its partitions go to the other members at once) and disconnect."""
         await self._consumer.stop()
