@@ -46,7 +46,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
@@ -89,6 +89,15 @@ _SEND_COMMANDS = frozenset({Cmd.SEND_P2P_MSG, Cmd.SEND_GROUP_MSG})
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 #: The node's address until it is announced (`AccessServer.announce`).
 _UNBOUND = "unbound"
+
+
+class _EarlyNotice:
+    """The newest version notified for a uid while one of its logins was in progress."""
+
+    __slots__ = ("version",)
+
+    def __init__(self) -> None:
+        self.version = 0
 
 
 class _Request(NamedTuple):
@@ -338,7 +347,8 @@ class AccessConnection(FramedConnection):
                     raise UidMismatch(f"this connection is logged in as uid {self.uid} device {self.device}")
                 if server.node.address == _UNBOUND:
                     raise Unavailable("the server is starting")
-                session = await server.core.login(request.UID, request.token, device, server.node)
+                with server.watching_notices(request.UID) as early:
+                    session = await server.core.login(request.UID, request.token, device, server.node)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -359,8 +369,11 @@ class AccessConnection(FramedConnection):
             if first:
                 server.bind(self)
             self._respond(Cmd.LOGIN, login_reply())
-            if session.latest_version > 0:
-                self.push_notice(session.latest_version)
+            # A notice that arrived while the login ran found no session yet: it is not lost, the
+            # newest version of either goes out now.
+            newest = max(session.latest_version, early.version)
+            if newest > 0:
+                self.push_notice(newest)
         finally:
             self._logins_pending -= 1
             if self._logins_pending == 0 and self._login_settled is not None:
@@ -525,6 +538,8 @@ class AccessServer(FramedServer[AccessConnection]):
         self.node = AccessNode(node_id=config.node_id or "access", address=_UNBOUND)
         self.client_address = ""
         self.sessions: dict[int, dict[str, AccessConnection]] = {}
+        #: Logins in progress per uid, and the newest notice each has seen (see `watching_notices`).
+        self._login_watches: dict[int, list[_EarlyNotice]] = {}
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
@@ -646,8 +661,24 @@ class AccessServer(FramedServer[AccessConnection]):
         except Exception:
             log.warning("removing the route of uid %s device %s failed", uid, device, exc_info=True)
 
+    @contextlib.contextmanager
+    def watching_notices(self, uid: int) -> Iterator[_EarlyNotice]:
+        """Note notices for `uid` while its login runs: the route exists before the session is bound,
+        so a notice can arrive in between and would otherwise reach nobody."""
+        early = _EarlyNotice()
+        watches = self._login_watches.setdefault(uid, [])
+        watches.append(early)
+        try:
+            yield early
+        finally:
+            watches.remove(early)
+            if not watches:
+                del self._login_watches[uid]
+
     async def on_notice(self, notice: Notice) -> None:
         """From the notifier: `notice.uid` has stored messages up to `notice.version`."""
+        for early in self._login_watches.get(notice.uid, ()):
+            early.version = max(early.version, notice.version)
         for connection in list(self.sessions.get(notice.uid, {}).values()):
             connection.push_notice(notice.version)
 
