@@ -8,7 +8,10 @@ a long tail), as logic does for every recipient of a send. Contenders:
   transactions, handed out from memory, batched and prefetched);
 - `etcd-txn-per-version`: the naive durable allocator, one compare-and-put transaction per version
   (what the original idgen amounted to);
-- `sqlite`: the embedded profile's allocator (one upsert transaction per call, WAL mode).
+- `sqlite`: the embedded profile's allocator (one upsert transaction per call, WAL mode);
+- `idgen-grpc`: what logic sees in the production profile: the same segment allocator inside a
+  separate `fishchat serve idgen` process, called through `RemoteVersionAllocator` (one gRPC call
+  per version, deadline and metrics included).
 
 It prints versions/s, latency percentiles per call, and the ratios between contenders. Targets of the
 production profile (issue 4): at least 50k versions/s with p99 under 2 ms.
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import bisect
 import itertools
+import json
 import os
 import random
 import sys
@@ -34,10 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aetcd
+from prometheus_client import CollectorRegistry
 
+from fishchat.domain.records import ServiceInstance
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.versions import SqliteVersionAllocator
 from fishchat.production.etcd import EtcdSettings, EtcdVersionAllocator, VersionSettings, connect_etcd
+from fishchat.proto.gen.rpc import idgen_pb2_grpc
+from fishchat.rpc.client import ChannelPool, RoleClient
+from fishchat.rpc.idgen import RemoteVersionAllocator
+from fishchat.rpc.metrics import RpcMetrics
 
 Next = Callable[[int], Awaitable[int]]
 
@@ -206,6 +216,7 @@ async def bench(args: argparse.Namespace) -> list[Result]:
                 in_order=False,
             )
         )
+        results.append(await grpc_workload(args, endpoints, f"/bench-{run}/", picker()))
         # Leave no benchmark keys behind in a shared etcd.
         await client.delete_prefix(f"/bench-{run}/".encode())
     finally:
@@ -223,6 +234,48 @@ async def bench(args: argparse.Namespace) -> list[Result]:
         finally:
             await db.close()
     return results
+
+
+async def grpc_workload(args: argparse.Namespace, endpoints: str, prefix: str, users: UserPicker) -> Result:
+    """The workload through a `fishchat serve idgen` subprocess (see the module docstring)."""
+    env = {
+        **os.environ,
+        "FISHCHAT_ETCD_ENDPOINTS": endpoints,
+        "FISHCHAT_SERVER_GRPC_LISTEN": "127.0.0.1:0",
+        "FISHCHAT_SERVER_METRICS_LISTEN": "127.0.0.1:0",
+        "FISHCHAT_REGISTRY_PREFIX": f"{prefix}services/",
+        "FISHCHAT_VERSIONS_PREFIX": f"{prefix}grpc-segments/",
+        "FISHCHAT_VERSIONS_MIN_SEGMENT": str(args.min_segment),
+        "FISHCHAT_VERSIONS_MAX_SEGMENT": str(args.max_segment),
+        "FISHCHAT_SNOWFLAKE_PREFIX": f"{prefix}snowflake/",
+        "FISHCHAT_LOG_LEVEL": "warning",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fishchat", "serve", "idgen", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    pool = ChannelPool()
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        if not line:
+            raise RuntimeError(f"fishchat serve idgen exited with {await process.wait()} before it was ready")
+        address = f"127.0.0.1:{json.loads(line)['grpc']}"
+
+        async def instances(role: str) -> list[ServiceInstance]:
+            return [ServiceInstance(role, "bench", address)]
+
+        client = RoleClient(
+            "idgen", idgen_pb2_grpc.IDGenServerRPCStub, instances, pool, RpcMetrics(CollectorRegistry())
+        )
+        remote = RemoteVersionAllocator(client)
+        return await run_workload(
+            "idgen-grpc", remote.next, users, args.concurrency, args.warmup, args.seconds
+        )
+    finally:
+        await pool.close()
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
 
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> None:

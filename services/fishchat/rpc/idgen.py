@@ -16,6 +16,7 @@ Client side, used by logic and register: `RemoteVersionAllocator` (`VersionAlloc
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -108,37 +109,105 @@ class IdgenServicer(idgen_pb2_grpc.IDGenServerRPCServicer):
 
 
 class RemoteVersionAllocator:
-    """`VersionAllocator` over idgen's Next / NextMany; each uid always asks the idgen instance that
-    owns it (`RoleClient` key routing), so its versions come from one reserved block at a time."""
+    """`VersionAllocator` over idgen's NextMany.
+
+    Each uid always asks the idgen instance that owns it (`RoleClient.owners`), so its versions come
+    from one reserved block at a time. Concurrent requests to one instance are coalesced: while a
+    NextMany is in flight, the requests that arrive queue up and go together in the next one (one
+    round trip for many sends under load, as group commit does for the embedded store). A batch
+    names each uid once; a request naming a uid already in the batch waits for the next batch, so
+    one uid's requests are answered in the order they were made, with increasing versions.
+    """
 
     def __init__(self, client: RoleClient) -> None:
         self._client = client
+        self._batchers: dict[str, _NextManyBatcher] = {}
 
     async def next(self, uid: int) -> int:
-        response = await self._client.call("Next", idgen_pb2.IDNextReq(name=str(uid)), key=uid)
-        return _version(uid, int(response.value))
+        return (await self.next_many([uid]))[uid]
 
     async def next_many(self, uids: Sequence[int]) -> Mapping[int, int]:
         distinct = list(dict.fromkeys(uids))
         if not distinct:
             return {}
-        groups = list((await self._client.owners(distinct)).items())
-        responses = await asyncio.gather(
-            *(
-                self._client.call(
-                    "NextMany", idgen_pb2.IDNextManyReq(names=[str(uid) for uid in uids]), address=address
-                )
-                for address, uids in groups
-            )
+        groups = await self._client.owners(distinct)
+        answers = await asyncio.gather(
+            *(self._batcher(address).ask(owned) for address, owned in groups.items())
         )
         versions: dict[int, int] = {}
-        for (_, uids), response in zip(groups, responses, strict=True):
-            if len(response.values) != len(uids):
-                raise ServerError(f"idgen answered {len(response.values)} versions for {len(uids)} users")
-            versions.update(
-                (uid, _version(uid, int(value))) for uid, value in zip(uids, response.values, strict=True)
-            )
+        for answer in answers:
+            versions.update(answer)
         return versions
+
+    def _batcher(self, address: str) -> _NextManyBatcher:
+        batcher = self._batchers.get(address)
+        if batcher is None:
+            batcher = self._batchers[address] = _NextManyBatcher(self._client, address)
+        return batcher
+
+
+class _NextManyBatcher:
+    """The queue of version requests to one idgen instance, sent one NextMany at a time."""
+
+    def __init__(self, client: RoleClient, address: str) -> None:
+        self._client = client
+        self._address = address
+        self._queue: deque[tuple[list[int], asyncio.Future[dict[int, int]]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def ask(self, uids: list[int]) -> dict[int, int]:
+        future: asyncio.Future[dict[int, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((uids, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="fishchat-idgen-batch")
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch = self._take()
+            names = [uid for uids, _ in batch for uid in uids]
+            try:
+                response = await self._client.call(
+                    "NextMany",
+                    idgen_pb2.IDNextManyReq(names=[str(uid) for uid in names]),
+                    address=self._address,
+                )
+                if len(response.values) != len(names):
+                    raise ServerError(
+                        f"idgen answered {len(response.values)} versions for {len(names)} users"
+                    )
+                versions = {
+                    uid: _version(uid, int(value)) for uid, value in zip(names, response.values, strict=True)
+                }
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for uids, future in batch:
+                if not future.done():  # the caller may have given up (cancelled)
+                    future.set_result({uid: versions[uid] for uid in uids})
+
+    def _take(self) -> list[tuple[list[int], asyncio.Future[dict[int, int]]]]:
+        """The queued requests that can go together, oldest first. A request whose uids meet the batch
+        or an older request left waiting stays queued too, so each uid's requests keep their order."""
+        batch: list[tuple[list[int], asyncio.Future[dict[int, int]]]] = []
+        waiting: deque[tuple[list[int], asyncio.Future[dict[int, int]]]] = deque()
+        taken: set[int] = set()
+        blocked: set[int] = set()
+        while self._queue:
+            uids, future = request = self._queue.popleft()
+            if future.done():  # the caller gave up (cancelled)
+                continue
+            fits = not batch or len(taken) + len(uids) <= MAX_NAMES
+            if fits and taken.isdisjoint(uids) and blocked.isdisjoint(uids):
+                batch.append(request)
+                taken.update(uids)
+            else:
+                waiting.append(request)
+                blocked.update(uids)
+        self._queue = waiting
+        return batch
 
 
 class RemoteIdGenerator:
