@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 from fishchat.domain.messaging import completion_for
@@ -22,10 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class NoticeSink(Protocol):
-    """Where delivery sends "user has messages up to v": `PresenceService` in one process, notify over
-    gRPC (`fishchat.rpc.notify.RemoteNotices`) in msg-job. Returns how many access nodes took it."""
+    """Where delivery sends "users have messages up to v": `PresenceService` in one process, notify
+    over gRPC (`fishchat.rpc.notify.RemoteNotices`, one call per batch) in msg-job. Best effort: it
+    returns how many access nodes took the notices."""
 
-    async def notify(self, notice: Notice) -> int: ...
+    async def notify_many(self, notices: Sequence[Notice]) -> int: ...
 
 
 class MessageDelivery:
@@ -76,17 +78,12 @@ class MessageDelivery:
         newest: dict[int, int] = {}
         for record in records:
             newest[record.uid] = max(record.version, newest.get(record.uid, 0))
-        outcomes = await asyncio.gather(
-            *(self._presence.notify(Notice(uid, version)) for uid, version in newest.items()),
-            return_exceptions=True,
-        )
-        for uid, outcome in zip(newest, outcomes, strict=True):
+        try:
+            await self._presence.notify_many([Notice(uid, version) for uid, version in newest.items()])
+        except Exception as exc:
             # Notices are best effort (the rows are stored; clients also sync on a timer), so a
-            # presence outage must not hold back the log.
-            if isinstance(outcome, Exception):
-                log.warning("notifying uid=%s failed: %r", uid, outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
+            # presence or notify outage must not hold back the log.
+            log.warning("notifying %d users failed: %r", len(newest), exc)
         await self._consumer.commit()
         return len(records)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from fishchat.domain import validation
 from fishchat.domain.errors import NotLoggedIn
@@ -61,6 +62,20 @@ class PresenceService:
 
     async def is_online(self, uid: int) -> bool:
         return bool(await self._presence.routes(uid))
+
+    async def notify_many(self, notices: Sequence[Notice]) -> int:
+        """`notify` for several users at once; a user whose routes cannot be read is logged and
+        skipped (best effort, as for one). Returns the access nodes reached in total."""
+        outcomes = await asyncio.gather(*map(self.notify, notices), return_exceptions=True)
+        delivered = 0
+        for notice, outcome in zip(notices, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                log.warning("notify uid=%s failed: %r", notice.uid, outcome)
+            else:
+                delivered += outcome
+        return delivered
 
     async def notify(self, notice: Notice) -> int:
         """Tell every access node holding a device of `notice.uid`; returns how many nodes took it.

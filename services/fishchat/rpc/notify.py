@@ -9,7 +9,7 @@ error; an unreachable access node just counts as not delivered.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from fishchat.domain import validation
@@ -57,16 +57,14 @@ class NotifyServicer(notify_pb2_grpc.NotifyServerRPCServicer):
             newest: dict[int, int] = {}
             for notice in map(check_notice, request.notices):
                 newest[notice.uid] = max(notice.version, newest.get(notice.uid, 0))
-            counts = await asyncio.gather(
-                *(self._presence.notify(Notice(uid, version)) for uid, version in newest.items())
-            )
-            return notify_pb2.NFNotifyManyRes(delivered=sum(counts))
+            notices = [Notice(uid, version) for uid, version in newest.items()]
+            return notify_pb2.NFNotifyManyRes(delivered=await self._presence.notify_many(notices))
 
         return await self._rpc.answer("NotifyMany", notify_pb2.NFNotifyManyRes, work)
 
 
 class RemoteNotices:
-    """What msg-job tells notify: a `NoticeSink` (`notify(notice) -> nodes reached`) over gRPC."""
+    """What msg-job tells notify: a `NoticeSink` (one NotifyMany per delivered batch) over gRPC."""
 
     def __init__(self, client: RoleClient) -> None:
         self._client = client
@@ -77,7 +75,7 @@ class RemoteNotices:
         )
         return int(response.delivered)
 
-    async def notify_many(self, notices: list[Notice]) -> int:
+    async def notify_many(self, notices: Sequence[Notice]) -> int:
         """Several users in one call; returns the access nodes reached in total."""
         if not notices:
             return 0

@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -158,10 +159,14 @@ class RoleRuntime:
     async def close(self) -> None:
         while self._closers:
             name, close = self._closers.pop()
+            started = time.monotonic()
             try:
                 await close()
             except Exception:
                 log.warning("closing %s failed", name, exc_info=True)
+            took = time.monotonic() - started
+            if took > 1.0:
+                log.warning("closing %s took %.1fs", name, took)
         log.info("stopped")
 
     async def _stop_rpc(self) -> None:
