@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROTO_STAMP := services/fishchat/proto/gen/.stamp
 PROTOS := $(shell find services/fishchat/proto -name "*.proto" 2>/dev/null) services/fishchat/proto/build.py
 
-.PHONY: venv proto run test lint unit stack-up stack-down stack-status bench clean
+.PHONY: venv proto run test lint unit stack-up stack-down stack-status bench clean cluster
 
 venv: $(STAMP) $(PROTO_STAMP)
 
@@ -31,6 +31,12 @@ proto: $(PROTO_STAMP)
 FISHCHAT_DATA_DIR ?= .data
 run: venv
 	$(PY) -m fishchat up --data-dir "$(FISHCHAT_DATA_DIR)" $(RUN_ARGS)
+
+# Every role as its own process (`fishchat serve <role>`) against the real servers, which come up
+# first; prints the addresses as one JSON line, Ctrl-C stops it. E.g. make cluster CLUSTER_ARGS="--access 3".
+cluster: venv
+	$(VENV)/bin/fishchat-stack up redis mariadb etcd kafka hbase
+	$(VENV)/bin/fishchat cluster up $(CLUSTER_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

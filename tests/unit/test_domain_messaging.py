@@ -4,8 +4,10 @@ offline recipients, groups (one version per member), and the log -> store -> not
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,3 +273,43 @@ async def test_a_failing_access_node_does_not_hold_back_delivery(
     await chat.send_p2p(ALICE, BOB, "m", "still stored")
     assert [m.body for m in await timeline(backend, BOB)] == ["still stored"]
     assert await backend.message_log.backlog() == 0
+
+
+class HeldLog:
+    """The backend's message log, holding each append until the test lets it through."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.appended = asyncio.Event()
+
+    async def append(self, records: Any) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await self._inner.append(records)
+        self.appended.set()
+
+
+async def test_a_send_whose_caller_goes_away_mid_append_is_stored_once_and_retried_safely(
+    backend: EmbeddedBackend,
+) -> None:
+    """The production path (no one-step acceptor): logic's RPC handler is cancelled when the access
+    server holding the sender dies. The append must still finish whole, and the key must not be
+    released, or the sender's retry would store the message a second time."""
+    held = HeldLog(backend.ports.message_log)
+    ports = dataclasses.replace(backend.ports, acceptor=None, message_log=held)
+    service = ChatService(ports, SETTINGS, backend.service.clock)
+    first = asyncio.create_task(service.send_p2p(ALICE, BOB, "m-1", "hello"))
+    await asyncio.wait_for(held.entered.wait(), 5)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    held.release.set()
+    await asyncio.wait_for(held.appended.wait(), 5)
+    stored = [m for m in await timeline(backend, BOB) if m.msg_id == "m-1"]
+    assert [m.body for m in stored] == ["hello"]
+    assert [m.msg_id for m in await timeline(backend, ALICE)] == ["m-1"]  # the sender's copy too
+    retry = await service.send_p2p(ALICE, BOB, "m-1", "hello")
+    assert retry.duplicate and retry.server_msg_id == stored[0].server_msg_id
+    assert [m.msg_id for m in await timeline(backend, BOB)] == ["m-1"]

@@ -34,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.register(subparsers)
     user.register(subparsers)
     group.register(subparsers)
-    from fishchat.cli import serve, up  # here, not at the top: the servers' commands
+    from fishchat.cli import cluster, serve, up  # here, not at the top: the servers' commands
 
     up.register(subparsers)
     serve.register(subparsers)
+    cluster.register(subparsers)
     return parser
 
 

@@ -29,6 +29,7 @@ offline, or who never logged in, are stored and found at their next sync.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -217,11 +218,18 @@ class MessagingService:
             )
             if claim.state is not ClaimState.NEW:
                 return _answer_taken_key(send, claim)
+        appending: asyncio.Future[None] | None = None
         try:
             versions = await self._versions.next_many(send.recipients)
-            await self._log.append(timeline_copies(send, versions))
-        except BaseException:
-            if send.idempotent:
+            # Shielded: a caller that goes away (its RPC cancelled when the access server dies) must
+            # not stop the records half queued. They may then be written after all, so the key is not
+            # released but stays pending: delivery completes it when it stores the sender's copy, and
+            # the retry gets this attempt's result instead of appending the message a second time.
+            appending = asyncio.ensure_future(self._log.append(timeline_copies(send, versions)))
+            appending.add_done_callback(_consume_outcome)
+            await asyncio.shield(appending)
+        except BaseException as exc:
+            if send.idempotent and not (isinstance(exc, asyncio.CancelledError) and appending is not None):
                 try:
                     await self._idempotency.release(send.source_uid, send.msg_id, send.fingerprint)
                 except Exception:  # the pending claim expires by itself
@@ -236,6 +244,13 @@ class MessagingService:
             except Exception:  # the message is durable; delivery completes the key when it stores it
                 log.exception("completing idempotency key %s/%r failed", send.source_uid, send.msg_id)
         return result
+
+
+def _consume_outcome(future: asyncio.Future[None]) -> None:
+    """Retrieve a shielded append's outcome, which nobody awaits once its caller was cancelled (a
+    failure then leaves the key pending until it expires; a caller still waiting gets the error)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _answer_taken_key(send: NewSend, claim: Claim) -> SendResult:

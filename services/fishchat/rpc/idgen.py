@@ -16,6 +16,7 @@ Client side, used by logic and register: `RemoteVersionAllocator` (`VersionAlloc
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -211,17 +212,40 @@ class _NextManyBatcher:
 
 
 class RemoteIdGenerator:
-    """`IdGenerator` over idgen's GetUUID."""
+    """`IdGenerator` over idgen's GetUUID, fetching `batch` ids per call.
 
-    def __init__(self, client: RoleClient) -> None:
+    A snowflake only has to be unique, so ids are taken a batch at a time and handed out from memory
+    (one call per `batch` sends instead of one per send); a batch older than `max_age_s` is dropped,
+    so an id's embedded time stays close to when it is used.
+    """
+
+    def __init__(self, client: RoleClient, *, batch: int = 128, max_age_s: float = 1.0) -> None:
+        if not 1 <= batch <= MAX_UUIDS or max_age_s <= 0:
+            raise ValueError(f"batch must be within 1..{MAX_UUIDS} and max_age_s positive")
         self._client = client
+        self._batch = batch
+        self._max_age_s = max_age_s
+        self._ids: deque[int] = deque()
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
 
     async def next_id(self) -> int:
-        response = await self._client.call("GetUUID", idgen_pb2.IDUUIDReq(count=1))
-        value = int(response.uuid)
-        if not 0 < value <= validation.INT64_MAX:
-            raise ServerError(f"idgen answered an id outside 1..2**63-1: {value}")
-        return value
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():  # another caller may have refilled meanwhile
+                    self._ids = deque(await self._fetch())
+                    self._fetched_at = time.monotonic()
+        return self._ids.popleft()
+
+    def _fresh(self) -> bool:
+        return bool(self._ids) and time.monotonic() - self._fetched_at <= self._max_age_s
+
+    async def _fetch(self) -> list[int]:
+        response = await self._client.call("GetUUID", idgen_pb2.IDUUIDReq(count=self._batch))
+        ids = [int(value) for value in response.uuids] if self._batch > 1 else [int(response.uuid)]
+        if len(ids) != self._batch or not all(0 < value <= validation.INT64_MAX for value in ids):
+            raise ServerError(f"idgen answered {len(ids)} ids (or one outside 1..2**63-1) for {self._batch}")
+        return ids
 
 
 def _version(uid: int, value: int) -> int:

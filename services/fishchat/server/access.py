@@ -400,7 +400,13 @@ class AccessConnection(FramedConnection):
             self._respond(Cmd.PING, ping_reply(ErrCode.NOT_LOGGED_IN, "this device logged in elsewhere"))
             self.kick(ReconnectReason.REPLACED)
             return
-        self._refreshed_at = self.server.now()
+        except Exception:
+            # The connection is alive, which is what a ping asks; only the route refresh failed (logic
+            # or presence briefly unreachable). Failing the ping would make every client of this
+            # server reconnect at once; the refresh is retried at the next ping or request instead.
+            log.warning("refreshing the route of uid %s failed", uid, exc_info=True)
+        else:
+            self._refreshed_at = self.server.now()
         self._respond(Cmd.PING, ping_reply())
 
     async def _keep_route(self, uid: int) -> None:

@@ -1,0 +1,565 @@
+"""Benchmark: end-to-end p2p on the production pipeline, every role its own process, and where it spends.
+
+The cluster is `fishchat.cluster.Cluster` (what `fishchat cluster up` runs): gateway, two access
+servers, logic, register, manager, notify, idgen and msg-job as separate `fishchat serve` processes
+on the real MariaDB, Redis, Kafka, HBase and etcd of the stack, in a namespace of their own (fresh
+topics, table, database and prefixes, removed at the end). A message travels access -> logic
+(-> idgen) -> Kafka -> msg-job -> HBase -> notify -> access -> client sync -> manager -> HBase.
+
+Load and report are those of `bench/chat_bench.py` (its `Traffic` generator): `--users` logged-in
+connections split evenly over the access servers, in pairs that span them, open-loop senders at a
+rate that starts at `--start-rate` and grows by `--factor` per stage until a stage does not keep up;
+each message carries its stage, per-pair sequence number and send time, so receivers check gaps,
+duplicates and order and the latency is send-to-synced on one clock. "Server CPU" is the sum over
+every role process (from /proc/<pid>/stat), with each role's share printed per stage.
+
+Profile: the role process that used the most CPU during the fastest stage is then run under cProfile
+with a CPU-time clock (this script is its launcher, see `serve_profiled`: the event loop thread for
+the sending window, worker threads for their life) in a second, short cluster at the best sustained
+rate, and its top functions by own time are printed. `--no-profile` skips that run.
+
+Figures, not pass/fail. Targets: >= 5,000 msgs/s sustained, p99 < 100 ms send-to-synced.
+
+    .venv/bin/python bench/run.py cluster
+    .venv/bin/python bench/cluster_bench.py --max-stages 4 --no-profile
+    .venv/bin/python bench/cluster_bench.py --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import pstats
+import resource
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+from chat_bench import (
+    PASSWORD,
+    Account,
+    BenchError,
+    ServerResult,
+    Settings,
+    StageResult,
+    Traffic,
+    close_all,
+    cpu_seconds,
+    next_rate,
+    rss_bytes,
+    summary,
+    to_json,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from fishchat.client import ApiClient, Backoff, ChatClient, ChatMessage, ClientError
+from fishchat.cluster import Cluster, ClusterError, Namespace
+from fishchat.stack import Stack
+from fishchat.stack.base import stack_dir
+
+TARGET_RATE = 5000.0
+#: First argument that makes this script the launcher of the profiled role process (`serve_profiled`).
+PROFILED_FLAG = "--serve-profiled"
+TARGET_P99_MS = 100.0
+#: Cheap password hashing (the benchmark registers its users; logins are not what it measures), logs
+#: at warning (a log line per request would be part of the figure otherwise).
+CLUSTER_SETTINGS: dict[str, Any] = {
+    "log_level": "warning",
+    "chat": {"scrypt": {"log2_n": 10}},
+    "server": {"drain_timeout_seconds": 10.0},
+}
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- cluster --------------------------------------------------------------------------------------
+
+
+def start_cluster(
+    workdir: Path, access: int, profile: tuple[str, Path] | None = None
+) -> tuple[Cluster, float]:
+    """A cluster in a fresh namespace; `profile` = (process name, dir) runs that process under cProfile."""
+    Stack(("redis", "mariadb", "etcd", "kafka", "hbase")).up(progress=log)
+    launcher = None
+    if profile is not None:
+        name, out = profile
+        launcher = {name: [str(Path(__file__).resolve()), PROFILED_FLAG, str(out)]}
+    cluster = Cluster(
+        workdir,
+        access=access,
+        settings=CLUSTER_SETTINGS,
+        namespace=Namespace.fresh(),
+        fresh_database=True,
+        ready_timeout_s=120.0,
+        launcher=launcher,
+    )
+    began = time.monotonic()
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        cluster.destroy()
+        raise BenchError(f"the cluster did not start: {exc}") from exc
+    return cluster, time.monotonic() - began
+
+
+def stop_cluster(cluster: Cluster) -> dict[str, int | None]:
+    try:
+        return cluster.stop()
+    finally:
+        cluster.destroy()
+
+
+def cluster_rss(cluster: Cluster) -> int:
+    total = 0
+    for pid in cluster.pids.values():
+        with contextlib.suppress(OSError, BenchError):  # exited meanwhile
+            total += rss_bytes(pid)
+    return total
+
+
+async def cpu_shares(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Each process's CPU over the next `seconds`, as a share of one core."""
+    loop = asyncio.get_running_loop()
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = loop.time()
+    await asyncio.sleep(seconds)
+    wall = loop.time() - started
+    shares: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            shares[name] = (cpu_seconds(pid) - before[name]) / wall
+        except OSError:
+            shares[name] = float("nan")  # exited meanwhile
+    return shares
+
+
+# --- users and clients ----------------------------------------------------------------------------
+
+
+async def provision(api_url: str, uids: Sequence[int], parallel: int = 4) -> list[Account]:
+    gate = asyncio.Semaphore(parallel)
+    tag = uuid.uuid4().hex[:6]
+    async with ApiClient(api_url, timeout=60) as api:
+
+        async def one(uid: int) -> Account:
+            async with gate:
+                await api.register(uid, f"bench-{tag}-{uid}", PASSWORD)
+                return Account(uid, await api.auth(uid, PASSWORD))
+
+        try:
+            return list(await asyncio.gather(*(one(uid) for uid in uids)))
+        except ClientError as exc:
+            raise BenchError(f"registering benchmark users failed: {exc}") from exc
+
+
+async def connect_all(
+    cluster: Cluster,
+    accounts: Sequence[Account],
+    handler_for: Callable[[int], Callable[[ChatMessage], None]],
+) -> list[ChatClient]:
+    """One logged-in client per account, spread evenly over the access servers in blocks, so that
+    with two servers every pair `Traffic.pair_up` makes (uid i and i + N/2) spans both; reconnects
+    would go through the gateway. (Placing them through the gateway instead puts most on one server:
+    it balances on loads announced each second, slower than 40 logins.)"""
+    endpoints = cluster.access_endpoints
+    clients: list[ChatClient] = []
+    try:
+        for index, account in enumerate(sorted(accounts, key=lambda a: a.uid)):
+            client = ChatClient(
+                account.uid,
+                account.token,
+                device="load",
+                gateway=cluster.gateway,
+                access=endpoints[index * len(endpoints) // len(accounts)],
+                on_message=handler_for(account.uid),
+                request_timeout=30.0,
+                connect_timeout=30.0,
+                backoff=Backoff(max_attempts=5),
+            )
+            await client.connect()
+            clients.append(client)
+    except BaseException:
+        await close_all(clients)
+        raise
+    return clients
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+
+async def run_stage(
+    traffic: Traffic, cluster: Cluster, number: int, rate: float, settings: Settings
+) -> StageResult:
+    """chat_bench's stage, with the CPU of every role process instead of one server's."""
+    pids = cluster.pids
+    sampler = asyncio.create_task(cpu_shares(pids, settings.stage_seconds))
+    stage = await traffic.run_stage(
+        number, rate, settings.stage_seconds, settings.drain_seconds, pids["access-0"]
+    )
+    shares = await sampler
+    return dataclasses.replace(stage, server_cpu=sum(shares.values()), server_threads=shares)
+
+
+def describe_stage(stage: StageResult) -> str:
+    roles = " ".join(
+        f"{name} {share:.0%}" for name, share in sorted(stage.server_threads.items(), key=lambda kv: -kv[1])
+    )
+    return (
+        f"cluster: stage {stage.stage}: target {stage.target_rate:.0f}/s -> delivered "
+        f"{stage.delivered_rate:.0f}/s, p50 {stage.p50_ms:.1f} ms, p99 {stage.p99_ms:.1f} ms, "
+        f"failed {stage.failed}, missing {stage.missing}, dup {stage.duplicates}, reordered "
+        f"{stage.reordered}, cpu gen {stage.generator_cpu:.0%} cluster {stage.server_cpu:.0%} ({roles})"
+        + ("" if stage.kept_up else "  (did not keep up)")
+    )
+
+
+async def rpc_counts(cluster: Cluster) -> dict[str, float]:
+    """gRPC calls each process has served so far, by "process method" (from its /metrics)."""
+    counts: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for name, url in cluster.metrics_urls.items():
+            async with http.get(f"{url}/metrics") as response:
+                text = await response.text()
+            for family in text_string_to_metric_families(text):
+                if family.name != "fishchat_rpc_server_requests":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        key = f"{name} {sample.labels.get('method', '?')}"
+                        counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def describe_rpcs(counts: dict[str, float], messages: int) -> list[str]:
+    if messages <= 0:
+        return []
+    per_message = sorted(((n / messages, key) for key, n in counts.items()), reverse=True)
+    shown = [f"{key} {share:.2f}" for share, key in per_message if share >= 0.05]
+    total = sum(counts.values()) / messages
+    return [f"  gRPC calls served per message sent ({total:.1f} in all): " + ", ".join(shown)]
+
+
+async def measure(settings: Settings, workdir: Path, access: int) -> tuple[ServerResult, list[str]]:
+    cluster, started_in = await asyncio.to_thread(start_cluster, workdir, access)
+    log(f"cluster: {len(cluster.processes)} processes ready in {started_in:.1f}s (run dir {workdir})")
+    stages: list[StageResult] = []
+    exit_codes: dict[str, int | None] = {}
+    try:
+        began = time.monotonic()
+        base = 2_000_000 + (os.getpid() % 1000) * 10_000
+        accounts = await provision(cluster.api_url, [base + i for i in range(settings.users)])
+        provision_seconds = time.monotonic() - began
+        log(f"cluster: {len(accounts)} users ready in {provision_seconds:.1f}s")
+        traffic = Traffic(settings.body_bytes)
+        clients = await connect_all(cluster, accounts, traffic.handler_for)
+        spread: dict[str, int] = {}
+        for client in clients:
+            spread[str(client.access_endpoint)] = spread.get(str(client.access_endpoint), 0) + 1
+        log(f"cluster: clients per access server {spread}")
+        try:
+            traffic.pair_up(clients)
+            if settings.warmup_seconds > 0:
+                await traffic.run_stage(
+                    0,
+                    settings.start_rate / 2,
+                    settings.warmup_seconds,
+                    settings.drain_seconds,
+                    cluster.pids["access-0"],
+                )
+            history: list[tuple[float, bool]] = []
+            while (rate := next_rate(settings, history)) is not None:
+                stage = await run_stage(traffic, cluster, len(history) + 1, rate, settings)
+                stages.append(stage)
+                history.append((rate, stage.kept_up))
+                log(describe_stage(stage))
+            rpcs = describe_rpcs(await rpc_counts(cluster), sum(traffic.acked.values()))
+        finally:
+            await close_all(clients)
+        rss_end = cluster_rss(cluster)
+    finally:
+        exit_codes = await asyncio.to_thread(stop_cluster, cluster)
+    bad_exits = {name: code for name, code in exit_codes.items() if code not in (0, None)}
+    if bad_exits:
+        log(f"cluster: processes that did not exit cleanly: {bad_exits}")
+    worst = max((code for code in bad_exits.values() if code is not None), default=0)
+    result = ServerResult("cluster", started_in, provision_seconds, stages, None, rss_end, worst)
+    return result, rpcs
+
+
+# --- profile of the hottest role ------------------------------------------------------------------
+
+
+def hottest(stages: Sequence[StageResult]) -> tuple[str, StageResult] | None:
+    """The process with the most CPU during the fastest stage (the one with the highest target)."""
+    if not stages:
+        return None
+    top = max(stages, key=lambda s: s.target_rate)
+    shares = {name: share for name, share in top.server_threads.items() if share == share}  # not NaN
+    if not shares:
+        return None
+    return max(shares, key=lambda name: shares[name]), top
+
+
+async def profile_role(
+    name: str, rate: float, settings: Settings, workdir: Path, access: int
+) -> tuple[list[str], float]:
+    """Run a second cluster with process `name` under cProfile for one stage at `rate`; returns the
+    top functions by own time and that process's CPU share during the stage."""
+    out = workdir / "profile"
+    out.mkdir(parents=True, exist_ok=True)
+    cluster, started_in = await asyncio.to_thread(start_cluster, workdir, access, (name, out))
+    log(f"profile: cluster with {name} under cProfile ready in {started_in:.1f}s")
+    share = float("nan")
+    try:
+        base = 3_000_000 + (os.getpid() % 1000) * 10_000
+        accounts = await provision(cluster.api_url, [base + i for i in range(settings.users)])
+        traffic = Traffic(settings.body_bytes)
+        clients = await connect_all(cluster, accounts, traffic.handler_for)
+        pid = cluster.pids[name]
+
+        async def window() -> None:
+            # The event loop's profile covers the sending window only (not start-up or the drain).
+            os.kill(pid, signal.SIGUSR1)
+            await asyncio.sleep(settings.stage_seconds)
+            os.kill(pid, signal.SIGUSR2)
+
+        try:
+            traffic.pair_up(clients)
+            if settings.warmup_seconds > 0:
+                # Unprofiled: connection pools and caches grow to the load first.
+                await traffic.run_stage(0, rate, settings.warmup_seconds, settings.drain_seconds, pid)
+            profiling = asyncio.create_task(window())
+            stage = await run_stage(traffic, cluster, 1, rate, settings)
+            await profiling
+            share = stage.server_threads.get(name, float("nan"))
+            log(f"profile: {describe_stage(stage)}")
+        finally:
+            await close_all(clients)
+    finally:
+        # SIGTERM: the profiled process exits normally and its worker threads write their profiles.
+        await asyncio.to_thread(stop_cluster, cluster)
+    files = sorted(out.glob("*.prof"))
+    if not files:
+        return [f"(no profile written in {out})"], share
+    return top_functions(files), share
+
+
+def serve_profiled(out: Path, argv: list[str]) -> int:
+    """The launcher of the profiled process: `cluster_bench.py --serve-profiled OUT serve ROLE ...`.
+
+    It runs `fishchat ARGS` in this process under CPU-time profilers (`time.thread_time`, so time
+    spent waiting counts for nothing): the main thread (the event loop) from SIGUSR1 to SIGUSR2,
+    written to OUT/main.prof at SIGUSR2; every other thread for its whole life, written to
+    OUT/thread-<name>.prof when it ends.
+    """
+    import cProfile
+    import re
+    import threading
+
+    out.mkdir(parents=True, exist_ok=True)
+    main_profiler = cProfile.Profile(time.thread_time)
+
+    def begin(_signum: int, _frame: object) -> None:
+        main_profiler.enable()
+
+    def end(_signum: int, _frame: object) -> None:
+        main_profiler.disable()
+        main_profiler.dump_stats(out / "main.prof")
+
+    signal.signal(signal.SIGUSR1, begin)
+    signal.signal(signal.SIGUSR2, end)
+    original_run = threading.Thread.run
+
+    def profiled_run(thread: threading.Thread) -> None:
+        profiler = cProfile.Profile(time.thread_time)
+        profiler.enable()
+        try:
+            original_run(thread)
+        finally:
+            profiler.disable()
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", thread.name)
+            profiler.dump_stats(out / f"thread-{safe}-{threading.get_ident()}.prof")
+
+    threading.Thread.run = profiled_run  # type: ignore[method-assign,assignment]
+    from fishchat.cli.main import main as fishchat_main
+
+    return fishchat_main(argv)
+
+
+def top_functions(files: Sequence[Path], count: int = 20) -> list[str]:
+    stats = pstats.Stats(*(str(path) for path in files))
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    rows = [(tt, ct, nc, key) for key, (_cc, nc, tt, ct, _callers) in table.items()]
+    total = sum(row[0] for row in rows) or 1.0
+    rows.sort(key=lambda row: row[0], reverse=True)
+    lines = [f"    {'own %':>6} {'own s':>7} {'cum s':>7} {'calls':>9}  function (by own time)"]
+    for tt, ct, nc, (filename, line, function) in rows[:count]:
+        lines.append(f"    {tt / total:6.1%} {tt:7.2f} {ct:7.2f} {nc:9d}  {where(filename, line, function)}")
+    # Own time is spread thin over libraries; FishChat's functions by cumulative time show which
+    # steps of the role those costs belong to.
+    ours = sorted((row for row in rows if "/fishchat/" in row[3][0]), key=lambda row: row[1], reverse=True)
+    lines.append(
+        f"    {'cum %':>6} {'own s':>7} {'cum s':>7} {'calls':>9}  FishChat function (by cumulative time)"
+    )
+    for tt, ct, nc, (filename, line, function) in ours[: count // 2]:
+        lines.append(f"    {ct / total:6.1%} {tt:7.2f} {ct:7.2f} {nc:9d}  {where(filename, line, function)}")
+    return lines
+
+
+def where(filename: str, line: int, function: str) -> str:
+    return f"{shorten(filename)}:{line}({function})" if line else function
+
+
+def shorten(filename: str) -> str:
+    for marker in ("/site-packages/", "/services/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def report(
+    result: ServerResult,
+    settings: Settings,
+    rpcs: list[str],
+    profile: tuple[str, StageResult, list[str], float] | None,
+) -> list[str]:
+    lines = summary({"cluster": result}, settings)
+    lines[0] = "cluster benchmark: every role its own process on the real servers (figures, not pass/fail)"
+    best = result.sustained
+    reached = best.delivered_rate if best else 0.0
+    p99 = best.p99_ms if best else float("nan")
+    lines.append(
+        f"  targets: >= {TARGET_RATE:,.0f} msg/s -> {reached:,.0f} msg/s "
+        f"({'met' if reached >= TARGET_RATE else 'not met'}); p99 < {TARGET_P99_MS:.0f} ms -> "
+        f"{p99:.1f} ms ({'met' if p99 < TARGET_P99_MS else 'not met'}) at the sustained rate"
+    )
+    if result.stages:
+        top = max(result.stages, key=lambda s: s.target_rate)
+        shares = " ".join(
+            f"{name} {share:.0%}" for name, share in sorted(top.server_threads.items(), key=lambda kv: -kv[1])
+        )
+        lines.append(
+            f"  CPU by process at {top.target_rate:.0f}/s (share of one core; 2 cores in all, the load "
+            f"generator took {top.generator_cpu:.0%}): {shares}"
+        )
+    lines.extend(rpcs)
+    if profile is not None:
+        name, stage, top_lines, share = profile
+        lines.append(
+            f"  profile of the hottest process, {name} ({stage.server_threads[name]:.0%} of a core at "
+            f"{stage.target_rate:.0f}/s; {share:.0%} under cProfile), top functions by own time:"
+        )
+        lines.extend(top_lines)
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="End-to-end p2p throughput and send-to-synced latency on the multi-process cluster, "
+        "and a profile of its busiest role.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--users", type=int, default=40, help="load connections (even; paired)")
+    parser.add_argument("--access", type=int, default=2, help="access servers in the cluster")
+    parser.add_argument("--start-rate", type=float, default=50.0, help="first stage's target, messages/s")
+    parser.add_argument("--factor", type=float, default=2.0, help="rate multiplier per stage")
+    parser.add_argument("--max-stages", type=int, default=6, help="at most this many growing stages")
+    parser.add_argument("--stage-seconds", type=float, default=4.0, help="sending time per stage")
+    parser.add_argument("--drain-seconds", type=float, default=15.0, help="wait for acks and deliveries")
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=2.0, help="unmeasured stage at half the start rate"
+    )
+    parser.add_argument("--body-bytes", type=int, default=100, help="message body size")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled second run")
+    parser.add_argument(
+        "--max-seconds", type=float, default=1200.0, help="abort the whole run after this long"
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the run directories (configs, logs)")
+    args = parser.parse_args(argv)
+    if args.users < 2 or args.users % 2:
+        parser.error("--users must be an even number, at least 2")
+    if args.max_stages < 1 or args.factor <= 1 or args.start_rate <= 0 or args.access < 1:
+        parser.error("--max-stages >= 1, --factor > 1, --start-rate > 0, --access >= 1")
+    if args.body_bytes < 40:
+        parser.error("--body-bytes must be at least 40 (the sequence header)")
+    return args
+
+
+async def run(args: argparse.Namespace) -> ServerResult:
+    settings = Settings(
+        users=args.users,
+        idle=0,
+        idle_users=0,
+        start_rate=args.start_rate,
+        factor=args.factor,
+        max_stages=args.max_stages,
+        stage_seconds=args.stage_seconds,
+        drain_seconds=args.drain_seconds,
+        warmup_seconds=args.warmup_seconds,
+        body_bytes=args.body_bytes,
+    )
+    needed = 2 * args.users + 200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    workroot = stack_dir() / "bench" / time.strftime("cluster-%Y%m%d-%H%M%S")
+    async with asyncio.timeout(args.max_seconds):
+        result, rpcs = await measure(settings, workroot / "load", args.access)
+        profile: tuple[str, StageResult, list[str], float] | None = None
+        found = None if args.no_profile else hottest(result.stages)
+        if found is not None:
+            name, top = found
+            # The profiler slows its process down: profile at the best rate it kept up with, if any.
+            rate = result.sustained.target_rate if result.sustained else top.target_rate
+            log(
+                f"profile: hottest process {name} ({top.server_threads[name]:.0%} of a core); "
+                f"profiling at {rate:.0f}/s"
+            )
+            top_lines, share = await profile_role(name, rate, settings, workroot / "profile", args.access)
+            profile = (name, top, top_lines, share)
+    lines = report(result, settings, rpcs, profile)
+    print("\n".join(lines), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(to_json({"cluster": result}, settings), indent=2))
+    if not args.keep_logs:
+        shutil.rmtree(workroot, ignore_errors=True)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == [PROFILED_FLAG] and len(raw) > 2:
+        return serve_profiled(Path(raw[1]), raw[2:])
+    args = parse_args(raw)
+    try:
+        uvloop.run(run(args))
+    except BenchError as exc:
+        print(f"cluster_bench: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"cluster_bench: the run took longer than --max-seconds {args.max_seconds:g}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
