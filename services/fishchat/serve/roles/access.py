@@ -2,10 +2,11 @@
 syncing, and the notify push.
 
 The `AccessServer` is the embedded profile's, over a `RemoteAccessCore` (every request is a LogicRPC
-call) and a `GrpcNoticeSource` (notify calls SendNotify on this process's gRPC server). The node's
-id is the instance id (the pod name) and its address the gRPC address, which is what presence
-routes carry, so notify reaches the node holding a device; the announcement in etcd adds the client
-TCP address and the live connection count, which the gateway balances on.
+call, except sync, a plain read, which goes straight to manager) and a `GrpcNoticeSource` (notify
+calls SendNotify on this process's gRPC server). The node's id is the instance id (the pod name) and
+its address the gRPC address, which is what presence routes carry, so notify reaches the node
+holding a device; the announcement in etcd adds the client TCP address and the live connection
+count, which the gateway balances on.
 
 Drain (SIGTERM): the server leaves the registry and stops accepting, every client gets ResReconnect
 "draining" (reconnect through the gateway), the requests already received are finished and acked,
@@ -17,9 +18,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from fishchat.proto.gen.rpc import logic_pb2_grpc
+from fishchat.proto.gen.rpc import logic_pb2_grpc, manager_pb2_grpc
 from fishchat.rpc.access_push import GrpcNoticeSource
 from fishchat.rpc.logic import RemoteAccessCore
+from fishchat.rpc.manager import RemoteSync
 from fishchat.rpc.server import split_listen
 from fishchat.serve.runtime import RoleRuntime
 from fishchat.server.access import AccessServer
@@ -36,7 +38,10 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         node_id=config.access.node_id or rt.instance_id,
         advertise_host=config.access.advertise_host or config.server.advertise_host,
     )
-    core = RemoteAccessCore(rt.client("logic", logic_pb2_grpc.LogicRPCStub))
+    core = RemoteAccessCore(
+        rt.client("logic", logic_pb2_grpc.LogicRPCStub),
+        RemoteSync(rt.client("manager", manager_pb2_grpc.ManagerServerRPCStub)),
+    )
     access = AccessServer(
         core, GrpcNoticeSource(rt.rpc), rt.registry, settings, config.chat, host, ServerMetrics(rt.metrics)
     )
