@@ -8,6 +8,11 @@ the uncommitted records again. After a rebalance, partitions taken away are forg
 resumes from the committed offset) and a partition's records are never committed by a member that no
 longer holds it. A new group starts at the oldest retained record (`auto_offset_reset="earliest"`),
 so records appended before msg-job first ran are not skipped.
+
+Broker calls are bounded with `asyncio.timeout`, never `asyncio.wait_for`: on Python 3.11, wait_for
+runs the call as a separate task and, when the caller is cancelled in the same loop iteration as that
+task finishes, returns its result and drops the cancellation (CPython gh-86296, fixed in 3.12). That
+is what made a cancelled lag refresher of msg-job carry on and hold up its stop.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ class KafkaMessageLogConsumer:
         wrapper = cls(consumer, settings)
         consumer.subscribe(list(settings.topics), listener=_ForgetRevoked(wrapper))
         try:
-            await asyncio.wait_for(consumer.start(), settings.request_timeout_ms / 1000)
+            async with asyncio.timeout(settings.request_timeout_ms / 1000):
+                await consumer.start()
         except BaseException:
             await consumer.stop()
             raise
@@ -97,7 +103,8 @@ class KafkaMessageLogConsumer:
         offsets = {tp: offset for tp, offset in self._fetched.items() if self._restart.get(tp) != offset}
         if not offsets:
             return
-        await asyncio.wait_for(self._consumer.commit(offsets), self._settings.request_timeout_ms / 1000)
+        async with asyncio.timeout(self._settings.request_timeout_ms / 1000):
+            await self._consumer.commit(offsets)
         self._restart.update(offsets)
 
     async def rewind(self) -> None:
@@ -128,7 +135,8 @@ class KafkaMessageLogConsumer:
         if not assigned:
             return {}
         timeout = self._settings.request_timeout_ms / 1000
-        ends = await asyncio.wait_for(self._consumer.end_offsets(assigned), timeout)
+        async with asyncio.timeout(timeout):
+            ends = await self._consumer.end_offsets(assigned)
         bases: dict[TopicPartition, int] = {}
         unknown: list[TopicPartition] = []
         for tp in assigned:
@@ -136,13 +144,15 @@ class KafkaMessageLogConsumer:
             if restart is not None:
                 bases[tp] = restart
                 continue
-            committed = await asyncio.wait_for(self._consumer.committed(tp), timeout)
+            async with asyncio.timeout(timeout):
+                committed = await self._consumer.committed(tp)
             if committed is not None:
                 bases[tp] = committed
             else:
                 unknown.append(tp)
         if unknown:
-            bases.update(await asyncio.wait_for(self._consumer.beginning_offsets(unknown), timeout))
+            async with asyncio.timeout(timeout):
+                bases.update(await self._consumer.beginning_offsets(unknown))
         return {tp: max(0, ends[tp] - bases[tp]) for tp in assigned if tp in ends and tp in bases}
 
     async def close(self) -> None:
@@ -171,11 +181,14 @@ async def commit_end_offsets(settings: KafkaSettings) -> dict[TopicPartition, in
     )
     timeout = settings.request_timeout_ms / 1000
     partitions = await topic_partitions(settings)
-    await asyncio.wait_for(consumer.start(), timeout)
+    async with asyncio.timeout(timeout):
+        await consumer.start()
     try:
         consumer.assign(partitions)
-        ends: dict[TopicPartition, int] = await asyncio.wait_for(consumer.end_offsets(partitions), timeout)
-        await asyncio.wait_for(consumer.commit(ends), timeout)
+        async with asyncio.timeout(timeout):
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        async with asyncio.timeout(timeout):
+            await consumer.commit(ends)
         return ends
     finally:
         await consumer.stop()
@@ -190,11 +203,13 @@ async def topic_partitions(settings: KafkaSettings) -> list[TopicPartition]:
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=settings.request_timeout_ms,
     )
-    await asyncio.wait_for(admin.start(), timeout)
+    async with asyncio.timeout(timeout):
+        await admin.start()
     try:
         deadline = time.monotonic() + timeout
         while True:
-            described = await asyncio.wait_for(admin.describe_topics(list(settings.topics)), timeout)
+            async with asyncio.timeout(timeout):
+                described = await admin.describe_topics(list(settings.topics))
             found = {
                 entry["topic"]: sorted(p["partition"] for p in entry["partitions"])
                 for entry in described
