@@ -137,7 +137,7 @@ class ProductionSettings:
         return f"{parts.hostname or parts.path}:{parts.port or ''}".rstrip(":")
 
 
-async def _reach(component: str, where: str, step: Awaitable[T]) -> T:
+async def reach(component: str, where: str, step: Awaitable[T]) -> T:
     """Await one opening step, turning any failure into a `BackendUnavailable` naming the server."""
     try:
         return await step
@@ -245,36 +245,34 @@ class ProductionBackend:
         # Closed in reverse order of opening, also when a later step fails.
         closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         try:
-            db = await _reach("MariaDB", settings.mysql_target(), MySQLDatabase.open(settings.mysql))
+            db = await reach("MariaDB", settings.mysql_target(), MySQLDatabase.open(settings.mysql))
             closers.append(("MariaDB", db.close))
             redis_client = connect_redis(settings.redis)
             closers.append(("Redis", redis_client.aclose))
-            await _reach("Redis", settings.redis_target(), redis_client.ping())
-            await _reach("Kafka", settings.kafka.bootstrap, ensure_topics(settings.kafka))
-            message_log = await _reach(
-                "Kafka", settings.kafka.bootstrap, KafkaMessageLog.open(settings.kafka)
-            )
+            await reach("Redis", settings.redis_target(), redis_client.ping())
+            await reach("Kafka", settings.kafka.bootstrap, ensure_topics(settings.kafka))
+            message_log = await reach("Kafka", settings.kafka.bootstrap, KafkaMessageLog.open(settings.kafka))
             closers.append(("Kafka producer", message_log.close))
-            consumer = await _reach(
+            consumer = await reach(
                 "Kafka", settings.kafka.bootstrap, KafkaMessageLogConsumer.open(settings.kafka)
             )
             closers.append(("Kafka consumer", consumer.close))
-            await _reach("HBase", settings.hbase.thrift, ensure_table(settings.hbase))
+            await reach("HBase", settings.hbase.thrift, ensure_table(settings.hbase))
             messages = HBaseMessageStore(settings.hbase)
             closers.append(("HBase", messages.close))
             etcd_client: aetcd.Client = connect_etcd(settings.etcd)
             closers.append(("etcd client", etcd_client.close))
-            session = await _reach(
+            session = await reach(
                 "etcd",
                 settings.etcd.endpoints,
                 EtcdSession.open(etcd_client, settings.etcd.lease_ttl_s),
             )
             closers.append(("etcd session", session.close))
-            registry = await _reach(
+            registry = await reach(
                 "etcd", settings.etcd.endpoints, EtcdRegistry.open(session, settings.registry.prefix)
             )
             closers.append(("etcd registry", registry.close))
-            ids = await _reach(
+            ids = await reach(
                 "etcd",
                 settings.etcd.endpoints,
                 EtcdIdGenerator.open(session, settings.snowflake.prefix, clock),

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from fishchat.domain.records import ServiceInstance
 from fishchat.observability import AdminServer
-from fishchat.production.backend import BackendUnavailable
+from fishchat.production.backend import reach
 from fishchat.production.etcd import EtcdRegistry, EtcdSession, connect_etcd
 from fishchat.rpc.client import ChannelPool, RoleClient
 from fishchat.rpc.metrics import RpcMetrics
@@ -46,14 +46,6 @@ ReadyCallback = Callable[[dict[str, Any]], None]
 
 def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def reach(component: str, where: str, step: Awaitable[Any]) -> Any:
-    """Await one opening step; a failure becomes `BackendUnavailable` naming the server."""
-    try:
-        return await step
-    except Exception as exc:
-        raise BackendUnavailable(f"{component} at {where}: {type(exc).__name__}: {exc}") from exc
 
 
 class RoleRuntime:
