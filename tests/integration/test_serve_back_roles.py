@@ -11,7 +11,6 @@ them: through `RoleClient`s that find them in the registry, and the access push 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -42,24 +41,14 @@ from fishchat.rpc.notify import RemoteNotices
 from fishchat.rpc.server import RpcServer
 from fishchat.serve.config import DEFAULT_LISTEN, ServeConfig, load_serve_config
 from fishchat.serve.roles import msg_job
-from fishchat.serve.runtime import serve_role
 from tests.integration.harness import HOST, new_uid
+from tests.integration.roles_harness import RunningRole, flatten, running
 
 SERVICES = {
     "idgen": "fishchat.rpc.IDGenServerRPC",
     "manager": "fishchat.rpc.ManagerServerRPC",
     "notify": "fishchat.rpc.NotifyServerRPC",
 }
-
-
-def _flatten(tables: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tables.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0, what: str = "") -> None:
@@ -71,51 +60,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15
 
 
 @dataclass
-class RunningRole:
-    """One role served by `serve_role` in this process until `stop` is set."""
-
-    role: str
-    config: ServeConfig
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    ready: dict[str, Any] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
-
-    async def start(self, timeout_s: float = 60.0) -> RunningRole:
-        started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-        def on_ready(event: dict[str, Any]) -> None:
-            if not started.done():
-                started.set_result(event)
-
-        self.task = asyncio.create_task(serve_role(self.role, self.config, self.stop, on_ready))
-        waits: set[asyncio.Future[Any]] = {self.task, started}
-        done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        if started not in done:
-            if self.task in done:
-                self.task.result()  # raises what stopped the role
-            raise AssertionError(f"{self.role} not ready within {timeout_s}s")
-        self.ready = started.result()
-        return self
-
-    async def shutdown(self, timeout_s: float = 30.0) -> None:
-        self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, timeout_s)
-
-    def address(self, kind: str = "grpc") -> str:
-        return f"{HOST}:{self.ready[kind]}"
-
-
-@contextlib.asynccontextmanager
-async def running(role: str, config: ServeConfig) -> AsyncIterator[RunningRole]:
-    served = await RunningRole(role, config).start()
-    try:
-        yield served
-    finally:
-        await served.shutdown()
-
-
-@dataclass
 class Space:
     """Role configurations in one fresh namespace on the stack's servers, and clients of its registry."""
 
@@ -124,7 +68,7 @@ class Space:
     counter: Iterator[int] = field(default_factory=lambda: iter(range(1, 1000)))
 
     def config(self, role: str, **extra: Any) -> ServeConfig:
-        settings = _flatten(self.namespace.settings())
+        settings = flatten(self.namespace.settings())
         for kind in DEFAULT_LISTEN[role]:
             settings[f"server.{kind}_listen"] = f"{HOST}:0"
         settings["server.instance"] = f"{role}-{self.namespace.name}-{next(self.counter)}"

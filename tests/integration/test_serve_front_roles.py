@@ -30,9 +30,9 @@ from fishchat.proto.gen.external import gateway_pb2
 from fishchat.proto.gen.rpc import register_pb2, register_pb2_grpc
 from fishchat.protocol.commands import Cmd
 from fishchat.serve.config import DEFAULT_LISTEN, ServeConfig, load_serve_config
-from fishchat.serve.runtime import serve_role
 from tests.integration.cluster_fixtures import http_get, synced
 from tests.integration.harness import HOST, PASSWORD, Inbox, Wire, eventually, new_uid
+from tests.integration.roles_harness import RunningRole, flatten
 
 BACKEND_ROLES = ("idgen", "manager", "notify", "msg-job")
 #: The full chain needs the back roles too (written alongside these); without them it is skipped.
@@ -40,52 +40,6 @@ HAVE_BACKEND_ROLES = all(
     importlib.util.find_spec(f"fishchat.serve.roles.{role.replace('-', '_')}") is not None
     for role in BACKEND_ROLES
 )
-
-
-def _flatten(tables: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tables.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-@dataclass
-class RunningRole:
-    """One role served by `serve_role` in this process until `stop` is set."""
-
-    role: str
-    config: ServeConfig
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    ready: dict[str, Any] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
-
-    async def start(self, timeout_s: float = 60.0) -> RunningRole:
-        started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-        def on_ready(event: dict[str, Any]) -> None:
-            if not started.done():
-                started.set_result(event)
-
-        self.task = asyncio.create_task(serve_role(self.role, self.config, self.stop, on_ready))
-        waiting: set[asyncio.Future[Any]] = {self.task, started}
-        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when="FIRST_COMPLETED")
-        if started not in done:
-            if self.task in done:
-                self.task.result()  # raises what stopped the role
-            raise AssertionError(f"{self.role} not ready within {timeout_s}s")
-        self.ready = started.result()
-        return self
-
-    async def shutdown(self, timeout_s: float = 30.0) -> None:
-        self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, timeout_s)
-
-    def address(self, kind: str = "grpc") -> str:
-        return f"{HOST}:{self.ready[kind]}"
 
 
 @dataclass
@@ -98,7 +52,7 @@ class Namespaced:
 
     def config(self, role: str, **extra: Any) -> ServeConfig:
         """`role`'s settings: the stack's addresses, this namespace, free ports, cheap hashing."""
-        settings = _flatten(self.namespace.settings())
+        settings = flatten(self.namespace.settings())
         base_url = self.env["FISHCHAT_MYSQL_URL"]
         settings["mysql.url"] = base_url.rsplit("/", 1)[0] + "/" + self.namespace.database
         for kind in DEFAULT_LISTEN[role]:
