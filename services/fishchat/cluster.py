@@ -576,9 +576,10 @@ async def provision(config: ServeConfig, namespace: Namespace | None) -> None:
     the Kafka topics and the HBase table. Idempotent."""
     from fishchat.production.hbase import ensure_table
     from fishchat.production.kafka import ensure_topics
+    from fishchat.production.mysql import mysql_server_execute
 
     if namespace is not None:
-        await _mysql_execute(
+        await mysql_server_execute(
             config.mysql.url,
             f"CREATE DATABASE IF NOT EXISTS `{namespace.database}` CHARACTER SET utf8mb4",
         )
@@ -593,11 +594,12 @@ async def destroy_namespace(config: ServeConfig, namespace: Namespace | None) ->
     from aiokafka.admin import AIOKafkaAdminClient
 
     from fishchat.production.etcd.client import parse_endpoints
+    from fishchat.production.mysql import mysql_server_execute
     from fishchat.production.redis import connect_redis
 
     if namespace is not None:
         with _logged("dropping the database"):
-            await _mysql_execute(config.mysql.url, f"DROP DATABASE IF EXISTS `{namespace.database}`")
+            await mysql_server_execute(config.mysql.url, f"DROP DATABASE IF EXISTS `{namespace.database}`")
     with _logged("deleting Redis keys"):
         client = connect_redis(config.redis)
         try:
@@ -629,26 +631,6 @@ async def destroy_namespace(config: ServeConfig, namespace: Namespace | None) ->
 
     with _logged("dropping the HBase table"):
         await asyncio.to_thread(drop_table)
-
-
-async def _mysql_execute(url: str, statement: str) -> None:
-    import aiomysql
-
-    from fishchat.production.mysql import parse_mysql_url
-
-    target = parse_mysql_url(url)
-    conn = await aiomysql.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=target.password,
-        connect_timeout=10,
-    )
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(statement)
-    finally:
-        conn.close()
 
 
 @contextlib.contextmanager

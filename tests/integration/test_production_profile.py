@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aetcd
-import aiomysql
 import happybase
 import pytest
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from fishchat.client import ApiClient, ChatClient, ChatMessage
-from fishchat.production.mysql import parse_mysql_url
+from fishchat.production.mysql import mysql_server_execute
 from tests.integration.harness import TEST_CONFIG, ChatServer, Inbox, chat_client, register
 
 
@@ -54,27 +53,10 @@ class ProductionServer(ChatServer):
             )
 
 
-async def _mysql_admin(url: str, statement: str) -> None:
-    target = parse_mysql_url(url)
-    conn = await aiomysql.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=target.password,
-        db=target.database,
-        connect_timeout=10,
-    )
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 async def _cleanup(env: dict[str, str], database: str, topics: list[str]) -> None:
     """Remove everything the server wrote under this session's names (best effort, each on its own)."""
     with contextlib.suppress(Exception):
-        await _mysql_admin(env["FISHCHAT_MYSQL_URL"], f"DROP DATABASE IF EXISTS `{database}`")
+        await mysql_server_execute(env["FISHCHAT_MYSQL_URL"], f"DROP DATABASE IF EXISTS `{database}`")
     with contextlib.suppress(Exception):
         client = aioredis.Redis.from_url(env["FISHCHAT_REDIS_URL"])
         try:
@@ -139,7 +121,7 @@ def production_server(
         if variable in os.environ:
             env[variable] = os.environ[variable]
     # The name is made of hex digits above: safe to interpolate into DDL.
-    asyncio.run(_mysql_admin(server_url, f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4"))
+    asyncio.run(mysql_server_execute(server_url, f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4"))
     server = ProductionServer(tmp_path_factory.mktemp("fishchat-production"), TEST_CONFIG, env)
     try:
         server.start(timeout_s=60)

@@ -7,6 +7,7 @@ from fishchat.production.mysql.database import (
     MySQLDatabase,
     MySQLSettings,
     MySQLTarget,
+    mysql_server_execute,
     parse_mysql_url,
 )
 from fishchat.production.mysql.groups import MySQLGroupStore
@@ -22,5 +23,6 @@ __all__ = [
     "MySQLSettings",
     "MySQLTarget",
     "SchemaError",
+    "mysql_server_execute",
     "parse_mysql_url",
 ]

@@ -260,3 +260,21 @@ class MySQLDatabase:
     async def schema_version(self) -> int:
         row = await self.fetch_one("SELECT MAX(version) FROM schema_version")
         return int(row[0]) if row and row[0] is not None else 0
+
+
+async def mysql_server_execute(url: str, statement: str) -> None:
+    """Run one statement on the server at `url` outside any database (CREATE or DROP DATABASE, for
+    tools that give each cluster or test session a database of its own)."""
+    target = parse_mysql_url(url)
+    conn = await aiomysql.connect(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        connect_timeout=10,
+    )
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(statement)
+    finally:
+        conn.close()
