@@ -32,7 +32,7 @@ from fishchat.domain.records import (
 from fishchat.domain.settings import ChatSettings
 from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
 from fishchat.rpc.client import RoleClient
-from fishchat.rpc.manager import from_timeline, to_timeline
+from fishchat.rpc.manager import to_timeline
 from fishchat.rpc.register import MAX_ADDRESS_CHARS, MAX_TOKEN_CHARS, RemoteLogin, check_node, check_text
 from fishchat.rpc.server import RpcServer
 from fishchat.server.ports import AccessCore
@@ -238,11 +238,11 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
 
 
 class RemoteAccessCore:
-    """The `AccessCore` of an access server: LogicRPC calls (round robin over logic), except sync when
-    `timelines` is given: a sync is a plain read with no rule of logic's beyond field checks (done
-    here too), so the access role asks manager directly and saves a hop on the most frequent call."""
+    """The `AccessCore` of an access server: LogicRPC calls (round robin over logic), except sync: a
+    sync is a plain read with no rule of logic's beyond field checks (done here too), so access asks
+    manager directly and saves a hop on the most frequent call."""
 
-    def __init__(self, client: RoleClient, timelines: Timelines | None = None) -> None:
+    def __init__(self, client: RoleClient, timelines: Timelines) -> None:
         self._client = client
         self._timelines = timelines
 
@@ -304,24 +304,9 @@ class RemoteAccessCore:
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
     ) -> SyncPage:
-        if self._timelines is not None:
-            uid = validation.check_id(uid, "UID")
-            cursor = validation.check_cursor(cursor)
-            return await self._timelines.sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
-        response = await self._client.call(
-            "SyncMsg",
-            logic_pb2.SyncMsgReq(
-                UID=uid,
-                currentID=cursor,
-                limit=min(max_count or 0, 0xFFFFFFFF),
-                maxBytes=min(byte_budget or 0, 0xFFFFFFFF),
-            ),
-        )
-        return SyncPage(
-            messages=tuple(from_timeline(entry, uid) for entry in response.Msgs),
-            cursor=int(response.currentID),
-            more=bool(response.more),
-        )
+        uid = validation.check_id(uid, "UID")
+        cursor = validation.check_cursor(cursor)
+        return await self._timelines.sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
 
 
 def _send_result(msg_id: str, response: Any) -> SendResult:
