@@ -67,7 +67,46 @@ async def check_login(
     return uid, device, info
 
 
-class ChatService:
+class AccountsAndGroups:
+    """Accounts, tokens and groups as the HTTP API asks for them (`server.ports.ApiCore`): shared by
+    `ChatService` (one process) and register's core (production), which set `accounts` and `groups`."""
+
+    accounts: AccountService
+    groups: GroupService
+
+    # Accounts (HTTP API: /x/user/register, /x/user/auth)
+
+    async def register(self, uid: int, name: str, password: str) -> User:
+        return await self.accounts.register(uid, name, password)
+
+    async def auth(self, uid: int, password: str) -> IssuedToken:
+        return await self.accounts.authenticate(uid, password)
+
+    async def verify_token(self, token: str, uid: int | None = None) -> TokenInfo:
+        return await self.accounts.verify_token(token, uid)
+
+    async def get_user(self, uid: int) -> User:
+        return await self.accounts.get_user(uid)
+
+    # Groups (HTTP API: /x/group/create, /x/group/join, /x/group/quit)
+
+    async def create_group(self, owner_uid: int, name: str) -> Group:
+        return await self.groups.create(owner_uid, name)
+
+    async def join_group(self, uid: int, gid: int) -> bool:
+        return await self.groups.join(uid, gid)
+
+    async def quit_group(self, uid: int, gid: int) -> bool:
+        return await self.groups.quit(uid, gid)
+
+    async def members(self, gid: int) -> tuple[int, ...]:
+        return await self.groups.members(gid)
+
+    async def get_group(self, gid: int) -> Group:
+        return await self.groups.get(gid)
+
+
+class ChatService(AccountsAndGroups):
     def __init__(
         self,
         ports: ChatPorts,
@@ -107,20 +146,6 @@ class ChatService:
             batch_size=batch_size,
             poll_timeout_ms=poll_timeout_ms,
         )
-
-    # Accounts (HTTP API: /x/user/register, /x/user/auth)
-
-    async def register(self, uid: int, name: str, password: str) -> User:
-        return await self.accounts.register(uid, name, password)
-
-    async def auth(self, uid: int, password: str) -> IssuedToken:
-        return await self.accounts.authenticate(uid, password)
-
-    async def verify_token(self, token: str, uid: int | None = None) -> TokenInfo:
-        return await self.accounts.verify_token(token, uid)
-
-    async def get_user(self, uid: int) -> User:
-        return await self.accounts.get_user(uid)
 
     # Sessions (access server: login 20001, ping 20002, logout, connection loss)
 
@@ -178,23 +203,6 @@ class ChatService:
 
     async def latest_version(self, uid: int) -> int:
         return await self.syncing.latest_version(uid)
-
-    # Groups (HTTP API: /x/group/create, /x/group/join, /x/group/quit)
-
-    async def create_group(self, owner_uid: int, name: str) -> Group:
-        return await self.groups.create(owner_uid, name)
-
-    async def join_group(self, uid: int, gid: int) -> bool:
-        return await self.groups.join(uid, gid)
-
-    async def quit_group(self, uid: int, gid: int) -> bool:
-        return await self.groups.quit(uid, gid)
-
-    async def members(self, gid: int) -> tuple[int, ...]:
-        return await self.groups.members(gid)
-
-    async def get_group(self, gid: int) -> Group:
-        return await self.groups.get(gid)
 
     # Gateway (10001)
 

@@ -27,8 +27,8 @@ from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser
 from fishchat.domain.groups import GroupService
 from fishchat.domain.ports import AccountStore, GroupStore, IdGenerator, TokenStore
 from fishchat.domain.presence import PresenceService
-from fishchat.domain.records import AccessNode, Group, IssuedToken, Route, TokenInfo, User
-from fishchat.domain.service import check_login
+from fishchat.domain.records import AccessNode, Group, Route, TokenInfo, User
+from fishchat.domain.service import AccountsAndGroups, check_login
 from fishchat.domain.settings import ChatSettings
 from fishchat.proto.gen.rpc import register_pb2, register_pb2_grpc
 from fishchat.rpc.client import RoleClient
@@ -71,7 +71,7 @@ class Login:
     replaced: Route | None
 
 
-class RegisterCore:
+class RegisterCore(AccountsAndGroups):
     """Accounts, tokens, groups and presence: the domain services over register's own stores."""
 
     def __init__(
@@ -89,35 +89,6 @@ class RegisterCore:
         self.accounts = AccountService(accounts, tokens, settings, clock)
         self.groups = GroupService(groups, accounts, ids, settings, clock)
         self.presence = presence
-
-    # ApiCore (the HTTP API) and the account RPCs
-
-    async def register(self, uid: int, name: str, password: str) -> User:
-        return await self.accounts.register(uid, name, password)
-
-    async def auth(self, uid: int, password: str) -> IssuedToken:
-        return await self.accounts.authenticate(uid, password)
-
-    async def verify_token(self, token: str, uid: int | None = None) -> TokenInfo:
-        return await self.accounts.verify_token(token, uid)
-
-    async def get_user(self, uid: int) -> User:
-        return await self.accounts.get_user(uid)
-
-    async def create_group(self, owner_uid: int, name: str) -> Group:
-        return await self.groups.create(owner_uid, name)
-
-    async def join_group(self, uid: int, gid: int) -> bool:
-        return await self.groups.join(uid, gid)
-
-    async def quit_group(self, uid: int, gid: int) -> bool:
-        return await self.groups.quit(uid, gid)
-
-    async def members(self, gid: int) -> tuple[int, ...]:
-        return await self.groups.members(gid)
-
-    async def get_group(self, gid: int) -> Group:
-        return await self.groups.get(gid)
 
     # Sessions (logic, for access)
 
