@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 5.0
 #: How long stopping waits for a cancelled task of its own (the lag refresher, an abandoned batch).
 TASK_STOP_TIMEOUT_S = 1.0
-#: How often such a task is cancelled again meanwhile, in case a library swallowed the cancellation.
-TASK_RECANCEL_S = 0.1
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: The uid whose newest version the HBase readiness check asks for: any uid works, it is one short scan.
 PROBE_UID = 1
@@ -142,24 +140,17 @@ async def refresh_lag(consumer: KafkaMessageLogConsumer, metrics: DeliveryMetric
 async def _stop_task(task: asyncio.Task[Any], timeout_s: float = TASK_STOP_TIMEOUT_S) -> None:
     """Cancel `task` and wait for it to end, for at most `timeout_s`; its failure, if any, is raised.
 
-    Only the task's own cancellation is absorbed: a cancellation of the caller propagates (awaiting
-    the task inside `contextlib.suppress(CancelledError)` would swallow that too, and did, turning a
-    stuck task into a stop that waited for whoever cancelled it). A task that swallowed its
-    cancellation (an await inside it that drops one) is cancelled again; one still running at the
-    deadline is left behind, with a warning, so that it cannot hold up the stop.
+    Waiting with `asyncio.wait` absorbs only the task's own cancellation, never the caller's. A task
+    still running at the deadline (something in it dropped the cancellation) is left behind with a
+    warning, so that it cannot hold up the stop.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not task.done():
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            log.warning(
-                "%s still runs %.1fs after being cancelled; stopping without it", task.get_name(), timeout_s
-            )
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=min(TASK_RECANCEL_S, remaining))
-    if not task.cancelled():
+    task.cancel()
+    await asyncio.wait({task}, timeout=timeout_s)
+    if not task.done():
+        log.warning(
+            "%s still runs %.1fs after being cancelled; stopping without it", task.get_name(), timeout_s
+        )
+    elif not task.cancelled():
         task.result()
 
 
