@@ -27,7 +27,16 @@ from fishchat.domain.records import ServiceInstance
 from fishchat.errcodes import ErrCode
 from fishchat.production.etcd import EtcdRegistry, EtcdSession, connect_etcd
 from fishchat.proto.gen.external import gateway_pb2
-from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc, register_pb2, register_pb2_grpc
+from fishchat.proto.gen.rpc import (
+    logic_pb2,
+    logic_pb2_grpc,
+    manager_pb2,
+    manager_pb2_grpc,
+    notify_pb2,
+    notify_pb2_grpc,
+    register_pb2,
+    register_pb2_grpc,
+)
 from fishchat.protocol.commands import Cmd
 from fishchat.serve.config import DEFAULT_LISTEN, ServeConfig, load_serve_config
 from tests.integration.cluster_fixtures import http_get, synced
@@ -405,3 +414,40 @@ async def test_chain_pipelined_sends_keep_their_order(chain: dict[str, RunningRo
     async with _client(chain, bob, bob_token, bob_inbox) as bob_client:
         received = await synced(bob_client, bob_inbox, len(bodies))
     assert [m.body for m in received] == bodies
+
+
+async def test_internal_rpcs_refuse_bad_fields(chain: dict[str, RunningRole]) -> None:
+    """Every role checks the fields of what other roles send it; a bad one is a refusal, not a crash."""
+    calls: list[tuple[str, str, Any, Any]] = [
+        ("logic", "Login", logic_pb2_grpc.LogicRPCStub, logic_pb2.LoginReq(UID=0, token="t", device="d")),
+        ("logic", "Ping", logic_pb2_grpc.LogicRPCStub, logic_pb2.PingReq(UID=-4, device="d")),
+        (
+            "logic",
+            "SendP2PMsg",
+            logic_pb2_grpc.LogicRPCStub,
+            logic_pb2.SendP2PMsgReq(sourceUID=7, targetUID=0, msgID="m", msgType="p2p", msg="x", device="d"),
+        ),
+        (
+            "logic",
+            "SendGroupMsg",
+            logic_pb2_grpc.LogicRPCStub,
+            logic_pb2.SendGroupMsgReq(sourceUID=7, groupID=3, msgID="m" * 500, msgType="group", msg="x"),
+        ),
+        ("manager", "Sync", manager_pb2_grpc.ManagerServerRPCStub, manager_pb2.MGSyncMsgReq(UID=0)),
+        (
+            "manager",
+            "LatestVersion",
+            manager_pb2_grpc.ManagerServerRPCStub,
+            manager_pb2.MGLatestVersionReq(UID=-1),
+        ),
+        (
+            "notify",
+            "Notify",
+            notify_pb2_grpc.NotifyServerRPCStub,
+            notify_pb2.NFNotifyMsgReq(targetUID=5, version=0),
+        ),
+    ]
+    for role, method, stub_type, request in calls:
+        async with grpc.aio.insecure_channel(chain[role].address()) as channel:
+            response = await getattr(stub_type(channel), method)(request, timeout=5)
+        assert response.errCode in (ErrCode.INVALID_FIELD, ErrCode.REQUEST_ERR), (role, method, response)
