@@ -18,6 +18,10 @@ with a CPU-time clock (this script is its launcher, see `serve_profiled`: the ev
 the sending window, worker threads for their life) in a second, short cluster at the best sustained
 rate, and its top functions by own time are printed. `--no-profile` skips that run.
 
+Baseline, measured in the same run with the same generator and settings: the one-process embedded
+profile (`fishchat up`, SQLite), whose sustained throughput the cluster's is printed against.
+`--no-baseline` skips it.
+
 Figures, not pass/fail. Targets: >= 5,000 msgs/s sustained, p99 < 100 ms send-to-synced.
 
     .venv/bin/python bench/run.py cluster
@@ -54,6 +58,7 @@ from chat_bench import (
     Settings,
     StageResult,
     Traffic,
+    bench_server,
     close_all,
     cpu_seconds,
     next_rate,
@@ -438,6 +443,7 @@ def report(
     settings: Settings,
     rpcs: list[str],
     profile: tuple[str, StageResult, list[str], float] | None,
+    baseline: ServerResult | None = None,
 ) -> list[str]:
     lines = summary({"cluster": result}, settings)
     lines[0] = "cluster benchmark: every role its own process on the real servers (figures, not pass/fail)"
@@ -457,6 +463,18 @@ def report(
         lines.append(
             f"  CPU by process at {top.target_rate:.0f}/s (share of one core; 2 cores in all, the load "
             f"generator took {top.generator_cpu:.0%}): {shares}"
+        )
+    if baseline is not None and baseline.sustained is not None:
+        base = baseline.sustained
+        lines.append(
+            f"  baseline (same run, same load): the one-process embedded profile sustains "
+            f"{base.delivered_rate:,.0f} msg/s (p50 {base.p50_ms:.1f} ms, p99 {base.p99_ms:.1f} ms); "
+            f"cluster / embedded = {reached / base.delivered_rate:.3f}"
+            + (
+                ""
+                if any(not stage.kept_up for stage in baseline.stages)
+                else " (it never fell behind: a floor)"
+            )
         )
     lines.extend(rpcs)
     if profile is not None:
@@ -487,6 +505,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--body-bytes", type=int, default=100, help="message body size")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled second run")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the embedded one-process baseline run"
+    )
     parser.add_argument(
         "--max-seconds", type=float, default=1200.0, help="abort the whole run after this long"
     )
@@ -534,7 +555,14 @@ async def run(args: argparse.Namespace) -> ServerResult:
             )
             top_lines, share = await profile_role(name, rate, settings, workroot / "profile", args.access)
             profile = (name, top, top_lines, share)
-    lines = report(result, settings, rpcs, profile)
+        baseline = None
+        if not args.no_baseline:
+            log("baseline: the one-process embedded profile with the same load")
+            (workroot / "embedded").mkdir(parents=True, exist_ok=True)
+            # The embedded profile goes much further: let its rate keep doubling until it fails.
+            roomy = dataclasses.replace(settings, max_stages=settings.max_stages + 8)
+            baseline = await bench_server("embedded", roomy, workroot / "embedded", log)
+    lines = report(result, settings, rpcs, profile, baseline)
     print("\n".join(lines), flush=True)
     if args.json:
         args.json.write_text(json.dumps(to_json({"cluster": result}, settings), indent=2))
