@@ -9,6 +9,7 @@ is a `StackError` naming the component and the log to read.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -166,9 +167,19 @@ _apt_updated = False
 
 
 def apt_install(component: str, packages: Sequence[str], log: Path) -> None:
-    """Install Debian packages without letting their maintainer scripts start default-port services."""
+    """Install Debian packages without letting their maintainer scripts start default-port services.
+
+    A thread lock orders this process's components; a file lock orders other processes (several
+    checkouts of this machine may bring their stacks up at once, and dpkg refuses a second client).
+    """
     with _apt_lock:
-        _apt_install(component, packages, log)
+        lock_path = cache_dir() / "apt.lock"
+        with lock_path.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                _apt_install(component, packages, log)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _apt_install(component: str, packages: Sequence[str], log: Path) -> None:
@@ -187,11 +198,26 @@ def _apt_install(component: str, packages: Sequence[str], log: Path) -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     try:
         if not _apt_updated:
-            run(component, ["apt-get", "update", "-q"], log, env=env, timeout=600)
+            run(
+                component,
+                ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"],
+                log,
+                env=env,
+                timeout=600,
+            )
             _apt_updated = True
         run(
             component,
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            [
+                "apt-get",
+                "-o",
+                "DPkg::Lock::Timeout=600",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                *missing,
+            ],
             log,
             env=env,
             timeout=1200,
