@@ -671,6 +671,9 @@ async def test_sigterm_drains_and_data_survives_a_restart(
 ) -> None:
     server = server_factory(TEST_CONFIG)
     server.start()
+    # "ready" is announced once, by the JSON line on stdout (the harness read it), not logged again.
+    logged = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    assert [entry for entry in logged if entry.get("msg") == "ready"] == []
     sender, sender_token = await register(server.api)
     target, target_token = await register(server.api)
     async with ApiClient(server.api, token=sender_token) as api:

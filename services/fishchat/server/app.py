@@ -21,7 +21,7 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -152,9 +152,10 @@ async def serve_backend(
             await role.start()
             started.append(role)
         listening = Listening(config.host, gateway.port, access.port, http.port, admin.port)
-        log.info("ready", extra=listening.ready_event(""))
-        if on_ready is not None:
+        if on_ready is not None:  # the caller announces it (`fishchat up`: one JSON line on stdout)
             on_ready(listening)
+        else:
+            log.info("ready", extra=asdict(listening))
         with server_garbage_collection():
             await stop.wait()
         log.info("draining")

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fishchat.stack.progress import activity
+
 HOST = "127.0.0.1"
 
 
@@ -172,14 +174,12 @@ def apt_install(component: str, packages: Sequence[str], log: Path) -> None:
     A thread lock orders this process's components; a file lock orders other processes (several
     checkouts of this machine may bring their stacks up at once, and dpkg refuses a second client).
     """
-    with _apt_lock:
-        lock_path = cache_dir() / "apt.lock"
-        with lock_path.open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                _apt_install(component, packages, log)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    lock_path = cache_dir() / "apt.lock"
+    with contextlib.ExitStack() as held, lock_path.open("w") as handle:
+        with activity(component, f"waiting for another Debian install to finish (lock {lock_path})"):
+            held.enter_context(_apt_lock)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        _apt_install(component, packages, log)
 
 
 def _apt_install(component: str, packages: Sequence[str], log: Path) -> None:
@@ -198,30 +198,32 @@ def _apt_install(component: str, packages: Sequence[str], log: Path) -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     try:
         if not _apt_updated:
+            with activity(component, "updating the Debian package lists (apt-get update)"):
+                run(
+                    component,
+                    ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"],
+                    log,
+                    env=env,
+                    timeout=600,
+                )
+            _apt_updated = True
+        with activity(component, f"installing Debian packages {' '.join(missing)} (apt-get)"):
             run(
                 component,
-                ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"],
+                [
+                    "apt-get",
+                    "-o",
+                    "DPkg::Lock::Timeout=600",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    *missing,
+                ],
                 log,
                 env=env,
-                timeout=600,
+                timeout=1200,
             )
-            _apt_updated = True
-        run(
-            component,
-            [
-                "apt-get",
-                "-o",
-                "DPkg::Lock::Timeout=600",
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                *missing,
-            ],
-            log,
-            env=env,
-            timeout=1200,
-        )
     finally:
         if created_policy:
             policy.unlink(missing_ok=True)

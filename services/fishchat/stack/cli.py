@@ -9,6 +9,7 @@ import time
 
 from fishchat.stack.base import StackError, stack_dir
 from fishchat.stack.components import COMPONENTS, Stack
+from fishchat.stack.progress import ConsoleProgress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(args.components or None)
         if args.command == "up":
             began = time.monotonic()
-            started = stack.up(progress=lambda line: print(line, file=sys.stderr, flush=True))
+            with ConsoleProgress() as progress:
+                started = stack.up(progress, heartbeat_s=progress.heartbeat_s)
             took = time.monotonic() - began
             print(
                 f"up: started {', '.join(started) or 'nothing (all running)'} in {took:.1f}s", file=sys.stderr

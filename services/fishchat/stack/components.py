@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from fishchat.stack.base import Component, StackError
+from fishchat.stack.progress import HEARTBEAT_S, Heartbeat, activity
 
 COMPONENTS: dict[str, str] = {
     "redis": "fishchat.stack.redis_server:RedisServer",
@@ -42,10 +43,14 @@ class Stack:
         self.components = [load(n) for n in (names or COMPONENTS)]
         self._lock = threading.Lock()
 
-    def up(self, progress: Callable[[str], None] | None = None) -> list[str]:
+    def up(
+        self, progress: Callable[[str], None] | None = None, heartbeat_s: float = HEARTBEAT_S
+    ) -> list[str]:
         """Install and start every component not yet running; return the names this call started.
 
-        `progress` gets one line per step, so a cold install (minutes of Go and Maven) is visibly alive.
+        `progress` gets one line per step and, every `heartbeat_s` seconds, one line per component
+        still busy saying what it does and for how long, so a cold install (minutes of Go and
+        Maven) is visibly alive.
         """
         started: list[str] = []
         say = progress or (lambda _: None)
@@ -54,10 +59,12 @@ class Stack:
             if component.running():
                 return
             began = time.monotonic()
-            say(f"[{component.name}] installing if missing (logs: {component.workdir / 'log'})")
-            component.install()
+            say(f"[{component.name}] installing if missing (log: {component.install_log})")
+            with activity(component.name, "installing"):
+                component.install()
             installed = time.monotonic()
-            component.start()
+            with activity(component.name, "starting"):
+                component.start()
             say(
                 f"[{component.name}] up: install {installed - began:.1f}s, "
                 f"start {time.monotonic() - installed:.1f}s"
@@ -65,7 +72,8 @@ class Stack:
             with self._lock:
                 started.append(component.name)
 
-        self._all(bring_up)
+        with Heartbeat(progress, heartbeat_s):
+            self._all(bring_up)
         return started
 
     def down(self, names: Iterable[str] | None = None) -> None:

@@ -56,7 +56,7 @@ def ensure_etcd_binary(component: str, log: Path) -> Path:
     binary = etcd_binary_path()
     if binary.is_file():
         return binary
-    with go_build_lock():
+    with go_build_lock(component):
         if binary.is_file():  # another thread or process built it while we waited
             return binary
         began = time.monotonic()

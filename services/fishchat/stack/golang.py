@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fishchat.stack.base import StackError, cache_dir, run
+from fishchat.stack.progress import activity
 
 # A whole cold build takes minutes; a hung download or compiler must still end with an error.
 GO_TIMEOUT = 3600.0
@@ -52,7 +53,7 @@ def go_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def go_build_lock() -> Iterator[None]:
+def go_build_lock(component: str = "go") -> Iterator[None]:
     """One Go build at a time on this machine: two at once only thrash 2 cores and double the memory.
 
     flock locks belong to the open file, so this also serialises threads of one process (the
@@ -61,7 +62,8 @@ def go_build_lock() -> Iterator[None]:
     path = cache_dir() / "go" / "build.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        with activity(component, f"waiting for another Go build to finish (lock {path})"):
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -76,17 +78,29 @@ def go_build(
     ldflags: str = "-s -w",
 ) -> None:
     """`go mod tidy`, then build each (package, output) pair; outputs appear only once complete."""
-    _go(component, ["mod", "tidy"], module_dir, log)
+    with activity(component, "resolving Go modules (go mod tidy)"):
+        _go(component, ["mod", "tidy"], module_dir, log)
     for package, output in packages:
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         began = time.monotonic()
-        _go(
-            component,
-            ["build", "-p", str(go_jobs()), "-trimpath", "-ldflags", ldflags, "-o", str(partial), package],
-            module_dir,
-            log,
-        )
+        with activity(component, f"building {package} (go build)"):
+            _go(
+                component,
+                [
+                    "build",
+                    "-p",
+                    str(go_jobs()),
+                    "-trimpath",
+                    "-ldflags",
+                    ldflags,
+                    "-o",
+                    str(partial),
+                    package,
+                ],
+                module_dir,
+                log,
+            )
         partial.replace(output)
         with log.open("a") as out:
             out.write(f"built {package} -> {output} in {time.monotonic() - began:.0f}s\n")

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fishchat.stack.base import StackError, cache_dir, run
+from fishchat.stack.progress import activity
 
 MIN_JAVA = 17
 COMPLETE_MARKER = ".complete"
@@ -94,29 +95,30 @@ def resolve_jars(
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError(component, "mvn not found; install Maven (Debian package `maven`)", log)
-    with _locked(cache_dir() / "m2.lock"):
+    with _locked(component, cache_dir() / "m2.lock"):
         if jar_folder_ready(lib, pom_file, props):  # another process finished it while we waited
             return lib
         partial = lib.with_name(lib.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(lib, ignore_errors=True)
-        run(
-            component,
-            [
-                mvn,
-                "-B",
-                "-q",
-                f"-Dmaven.repo.local={maven_repo()}",
-                "-f",
-                pom_file,
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={partial}",
-                "-DincludeScope=runtime",
-                *(f"-D{key}={value}" for key, value in sorted(props.items())),
-            ],
-            log,
-            timeout=1800,
-        )
+        with activity(component, f"downloading {pom_file.parent.name} jars from Maven Central (mvn)"):
+            run(
+                component,
+                [
+                    mvn,
+                    "-B",
+                    "-q",
+                    f"-Dmaven.repo.local={maven_repo()}",
+                    "-f",
+                    pom_file,
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={partial}",
+                    "-DincludeScope=runtime",
+                    *(f"-D{key}={value}" for key, value in sorted(props.items())),
+                ],
+                log,
+                timeout=1800,
+            )
         if not any(partial.glob("*.jar")):
             raise StackError(component, f"Maven copied no jars into {partial}", log)
         partial.rename(lib)
@@ -138,9 +140,10 @@ def _fingerprint(pom_file: Path, properties: Mapping[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(component: str, path: Path) -> Iterator[None]:
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        with activity(component, f"waiting for another Maven download to finish (lock {path})"):
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

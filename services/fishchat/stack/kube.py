@@ -154,7 +154,7 @@ def ensure_kube_binaries(component: str, log: Path) -> dict[str, Path]:
     binaries = {name: kube_binary(name) for name in BINARIES}
     if all(path.is_file() for path in binaries.values()):
         return binaries
-    with go_build_lock():
+    with go_build_lock(component):
         missing = [name for name, path in binaries.items() if not path.is_file()]
         if not missing:
             return binaries
