@@ -30,6 +30,9 @@ ETCD_LEASE_TTL_SECONDS: Final = 10
 ETCD_DEFAULT_PORT: Final = 2379
 # Margin between the end of the drain and the kill at the end of the grace period.
 DRAIN_MARGIN_SECONDS: Final = 5
+# Longest time the access pod's gRPC server gets to stop once its connections are drained (it serves
+# only SendNotify pushes, which end with the connections).
+ACCESS_GRPC_STOP_SECONDS: Final = 5
 
 KAFKA_ROLES: Final = frozenset({Role.LOGIC, Role.MSG_JOB})
 HBASE_ROLES: Final = frozenset({Role.MSG_JOB, Role.MANAGER})
@@ -79,10 +82,18 @@ def etcd_endpoints(cluster: Cluster) -> str:
     return ",".join(a if ":" in a else f"{a}:{ETCD_DEFAULT_PORT}" for a in addresses)
 
 
-def drain_timeout_seconds(cluster: Cluster) -> int:
+def access_drain_seconds(cluster: Cluster) -> tuple[int, int]:
+    """(connection drain, gRPC stop) of an access pod, which together fit its SIGTERM budget.
+
+    The kubelet runs the preStop sleep, then sends SIGTERM and kills the pod at the end of the grace
+    period. In between the access server tells every client to reconnect elsewhere and waits for the
+    sends it already received to be acked (`access.drain_timeout_s`), then its gRPC server stops
+    (`server.drain_timeout_seconds`); both end DRAIN_MARGIN_SECONDS before the kill.
+    """
     access = cluster.spec.roles.access
     budget = access.termination_grace_period_seconds - access.pre_stop_sleep_seconds - DRAIN_MARGIN_SECONDS
-    return max(1, budget)
+    grpc_stop = min(ACCESS_GRPC_STOP_SECONDS, max(1, budget // 5))
+    return max(1, budget - grpc_stop), grpc_stop
 
 
 def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
@@ -97,8 +108,9 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
         server["grpc_listen"] = f"{ANY_HOST}:{GRPC_PORT[role].value}"
     if role in HTTP_PORT:
         server["http_listen"] = f"{ANY_HOST}:{HTTP_PORT[role].value}"
+    drain = access_drain_seconds(cluster)
     if role is Role.ACCESS:
-        server["drain_timeout_seconds"] = drain_timeout_seconds(cluster)
+        server["drain_timeout_seconds"] = drain[1]
 
     config: dict[str, Any] = {
         "role": role.value,
@@ -108,6 +120,8 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
         "etcd": {"endpoints": etcd_endpoints(cluster), "lease_ttl_s": ETCD_LEASE_TTL_SECONDS},
     }
     config.update({section: {"prefix": prefix} for section, prefix in etcd_prefixes(cluster).items()})
+    if role is Role.ACCESS:
+        config["access"] = {"drain_timeout_s": drain[0]}
     if role in KAFKA_ROLES:
         kafka: dict[str, Any] = {
             "bootstrap": ",".join(backends.kafka.bootstrap_servers),

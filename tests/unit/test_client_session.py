@@ -75,6 +75,9 @@ class TinyChatServer:
     received: Counter[tuple[int, str]] = field(default_factory=Counter)
     #: msgIDs whose first receipt is stored and then the connection dropped before the ack.
     drop_before_ack: set[str] = field(default_factory=set)
+    #: msgIDs that arrive just after their connection's server began to drain: the ResReconnect goes
+    #: out first, then the send is refused with 90002 (not stored), then the connection closes.
+    arrive_while_draining: set[str] = field(default_factory=set)
     gateway_choice: int = 0
     logins: Counter[int] = field(default_factory=Counter)
     conns: list[ServerConn] = field(default_factory=list)
@@ -244,6 +247,23 @@ class TinyChatServer:
     ) -> None:
         key = (request.sourceUID, request.msgID)
         self.received[key] += 1
+        if request.msgID in self.arrive_while_draining:
+            self.arrive_while_draining.discard(request.msgID)
+            conn.send(
+                access_pb2.ResReconnect(cmd=Cmd.RECONNECT, reason=ReconnectReason.DRAINING, retryAfterMs=50)
+            )
+            kind = access_pb2.ResSendGroupMsg if group_id else access_pb2.ResSendP2PMsg
+            conn.send(
+                kind(
+                    cmd=request.cmd,
+                    errCode=ErrCode.SERVICE_UNAVAILABLE,
+                    errStr="draining",
+                    sourceUID=request.sourceUID,
+                    msgID=request.msgID,
+                )
+            )
+            conn.writer.close()
+            return
         if key not in self.acks:
             self.server_msg_ids += 1
             entry = access_pb2.offsetMsg(
@@ -431,6 +451,18 @@ async def test_drain_reconnects_through_gateway_and_syncs(server: TinyChatServer
         assert inbox.bodies() == ["before", "during", "after"]
         assert bob.access_endpoint == server.access(1)
         assert bob.stats.reconnects == 1 and server.logins[2] == 2
+
+
+async def test_send_refused_by_a_draining_server_is_sent_again_elsewhere(server: TinyChatServer) -> None:
+    inbox = Inbox()
+    async with client_for(server, 1) as alice, client_for(server, 2, inbox):
+        server.gateway_choice = 1
+        server.arrive_while_draining.add("late")
+        ack = await alice.send_p2p(2, "sent as the server drained", msg_id="late")
+        assert ack.msg_id == "late" and ack.version == 1
+        assert server.received[(1, "late")] == 2 and alice.access_endpoint == server.access(1)
+        await inbox.wait_for(1)
+        assert inbox.bodies() == ["sent as the server drained"]
 
 
 async def test_drain_to_named_address(server: TinyChatServer) -> None:

@@ -597,15 +597,24 @@ class ChatClient:
             ) from None
 
     async def _send(self, cmd: Cmd, request: Message, key: str) -> Message:
-        """A send, retried with the same msgID on the next connection if the current one drops."""
+        """A send, retried with the same msgID on the next connection if the current one drops, or if
+        a draining server refused it (it arrived after the server's ResReconnect: 90002 "try
+        elsewhere", while this client was already moving)."""
         for attempt in range(1, self._send_attempts + 1):
             conn = await self._current()
+            last = attempt == self._send_attempts or self._backoff is None
             try:
-                return await self._exchange(conn, cmd, request, key=key)
+                reply = await self._exchange(conn, cmd, request, key=key)
             except ConnectionLost:
-                if attempt == self._send_attempts or self._backoff is None:
+                if last:
                     raise
                 log.info("send %s interrupted by a lost connection; retrying (attempt %d)", key, attempt + 1)
+                continue
+            moved = conn is not self._conn
+            if moved and not last and getattr(reply, "errCode", ErrCode.OK) == ErrCode.SERVICE_UNAVAILABLE:
+                log.info("send %s refused by a draining server; retrying (attempt %d)", key, attempt + 1)
+                continue
+            return reply
         raise AssertionError("unreachable")
 
     # --- background loops -------------------------------------------------------------------------

@@ -28,8 +28,9 @@ class ServerMetrics:
             "fishchat_connections", "Open client TCP connections", ["role"], registry=registry
         )
         self.sessions = Gauge(
-            "fishchat_access_sessions",
-            "Logged-in connections (devices) on this access server",
+            "fishchat_access_connections",
+            "Logged-in client connections (one per device session) on this access server; the "
+            "operator's access autoscaling sums it over the pods",
             registry=registry,
         )
         self.connections_accepted = Counter(

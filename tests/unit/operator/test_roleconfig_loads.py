@@ -51,7 +51,8 @@ class Expected:
     consumer_group: str
     hbase: tuple[str, int, str]
     mysql: tuple[str, int, str, str, str]  # host, port, database, user, password
-    drain_timeout_seconds: float
+    #: The access pod's connection drain and gRPC stop: grace - preStop - 5 s in all.
+    access_drain: tuple[float, float]
 
 
 EXPECTED: dict[str, Expected] = {
@@ -67,7 +68,7 @@ EXPECTED: dict[str, Expected] = {
         consumer_group="fishchat-chat-demo-msg-job",
         hbase=("hbase-thrift", 9090, "im"),
         mysql=("mariadb", 3306, "fishchat", "chat_app", "s3cret:/@pw"),
-        drain_timeout_seconds=60 - 5 - 5,
+        access_drain=(60 - 5 - 5 - 5, 5),
     ),
     "full": Expected(
         etcd=[("etcd-0.etcd", 2379), ("etcd-1.etcd", 2379), ("etcd-2.etcd", 2379)],
@@ -81,7 +82,7 @@ EXPECTED: dict[str, Expected] = {
         consumer_group="fishchat-im-prod-msg-job",
         hbase=("hbase-thrift.storage.svc", 9095, "chat:im"),
         mysql=("mariadb.storage.svc", 3307, "fishchat_prod", "prod_app", "prod-pa55"),
-        drain_timeout_seconds=120 - 10 - 5,
+        access_drain=(120 - 10 - 5 - 5, 5),
     ),
 }
 EXPECTED["partition-shrink"] = EXPECTED["minimal"]
@@ -183,7 +184,8 @@ def test_rendered_config_loads_in_the_services(case: str, role: Role, tmp_path: 
         if expected.redis_password:
             assert expected.redis_password not in repr(config)
     if role is Role.ACCESS:
-        assert config.server.drain_timeout_seconds == expected.drain_timeout_seconds
+        drain = (config.access.drain_timeout_s, config.server.drain_timeout_seconds)
+        assert drain == expected.access_drain
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
