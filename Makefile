@@ -46,12 +46,13 @@ lint: venv
 unit: venv
 	$(VENV)/bin/pytest -m unit
 
-# Everything that can run here: lint, types and every test tier. The real servers come up first
-# (so a cold install shows its progress), the tests reuse them, and they stop afterwards unless
-# they were already running before this target started.
+# Everything that can run here: lint, types and every test tier. The real servers and the tools
+# (helm) come up first (so a cold install shows its progress), the tests reuse them, and the servers
+# stop afterwards unless they were already running before this target started.
 test: lint
 	@running=$$($(VENV)/bin/fishchat-stack status >/dev/null 2>&1 && echo yes); \
 	$(VENV)/bin/fishchat-stack up || exit 1; \
+	$(VENV)/bin/fishchat-stack tools || exit 1; \
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	[ -n "$$running" ] || $(VENV)/bin/fishchat-stack down; \
 	exit $$rc

@@ -10,6 +10,7 @@ import time
 from fishchat.stack.base import StackError, stack_dir
 from fishchat.stack.components import COMPONENTS, Stack
 from fishchat.stack.progress import ConsoleProgress
+from fishchat.stack.tools import TOOLS, ensure_tools
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +33,19 @@ def main(argv: list[str] | None = None) -> int:
             metavar="component",
             help=f"any of: {', '.join(COMPONENTS)} (default: all)",
         )
+    tools = sub.add_parser(
+        "tools",
+        help="build the command-line tools the tests use (cached), print name and path of each",
+        description="Build what is missing from the Go module proxy (cached under FISHCHAT_CACHE) "
+        "and print one `name path` line per tool.",
+    )
+    tools.add_argument("names", nargs="*", metavar="tool", help=f"any of: {', '.join(TOOLS)} (default: all)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "tools":
+            for name, path in ensure_tools(args.names or None).items():
+                print(f"{name} {path}")
+            return 0
         stack = Stack(args.components or None)
         if args.command == "up":
             began = time.monotonic()
