@@ -16,11 +16,20 @@ from tests.integration.harness import TEST_CONFIG, ChatServer
 
 
 @pytest.fixture(scope="module")
-def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], ChatServer]]:
+def transport() -> str:
+    """How the module's tests reach the access server (`ChatServer.transport`); "tcp" unless a module
+    overrides it (the WebSocket e2e module reruns the cases over WebSocket)."""
+    return "tcp"
+
+
+@pytest.fixture(scope="module")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, transport: str
+) -> Iterator[Callable[[str], ChatServer]]:
     servers: list[ChatServer] = []
 
     def make(config: str = TEST_CONFIG) -> ChatServer:
-        server = ChatServer(Path(tmp_path_factory.mktemp("fishchat-up")), config)
+        server = ChatServer(Path(tmp_path_factory.mktemp("fishchat-up")), config, transport)
         servers.append(server)
         return server
 

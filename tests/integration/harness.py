@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from fishchat.client import ApiClient, ChatClient, ChatMessage, Endpoint
 from fishchat.proto.gen.external import access_pb2, error_pb2
-from fishchat.protocol.codec import ProtocolError, read_frame
+from fishchat.protocol.codec import FrameDecoder, ProtocolError, read_frame
 from fishchat.protocol.commands import Cmd
 from fishchat.protocol.frames import DecodedFrame, decode_reply, encode_message
 
@@ -57,6 +60,9 @@ class ChatServer:
 
     workdir: Path
     config: str = ""
+    #: How `wire()` and `chat_client()` reach the access server: "tcp", "ws" (its WebSocket port) or
+    #: "http-ws" (`/ws` of the HTTP API's port).
+    transport: str = "tcp"
     data_dir: Path = field(init=False)
     process: subprocess.Popen[str] | None = field(default=None, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
@@ -77,6 +83,19 @@ class ChatServer:
     @property
     def access(self) -> Endpoint:
         return Endpoint(HOST, self.ports["access"])
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL of `transport` ("ws" or "http-ws")."""
+        if self.transport == "http-ws":
+            return f"ws://{HOST}:{self.ports['http']}/ws"
+        return f"ws://{HOST}:{self.ports['access_ws']}/ws"
+
+    async def wire(self, **options: Any) -> AnyWire:
+        """A raw connection to the access server over this server's `transport`."""
+        if self.transport == "tcp":
+            return await Wire.open(self.access, **options)
+        return await WsWire.open(self.ws_url, **options)
 
     @property
     def api(self) -> str:
@@ -101,6 +120,8 @@ class ChatServer:
             "--gateway-port",
             "0",
             "--access-port",
+            "0",
+            "--access-ws-port",
             "0",
             "--http-port",
             "0",
@@ -146,7 +167,8 @@ class ChatServer:
                     raise ServerFailed(f"exited with {process.returncode} before ready\n{self.log_tail()}")
                 event = json.loads(line)
                 if event.get("event") == "ready":
-                    self.ports = {role: int(event[role]) for role in ("gateway", "access", "http", "admin")}
+                    roles = ("gateway", "access", "access_ws", "http", "admin")
+                    self.ports = {role: int(event[role]) for role in roles}
                     return time.monotonic() - started
             elif process.poll() is not None:
                 self.process = None
@@ -191,7 +213,74 @@ class ChatServer:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("server-*.log")))
 
 
-class Wire:
+class FrameWire:
+    """Raw frames to and from a server, whatever carries them (`Wire`: TCP, `WsWire`: WebSocket)."""
+
+    async def send(self, *messages: Message) -> None:
+        raise NotImplementedError
+
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes in the TCP framing (length-prefixed frames)."""
+        raise NotImplementedError
+
+    async def next_payload(self, timeout_s: float) -> bytes | None:
+        """The next frame's payload; None when the server closed the connection."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def frame(self, timeout_s: float = 5.0) -> DecodedFrame:
+        """The next frame from the server (AssertionError if the connection ends first)."""
+        payload = await self.next_payload(timeout_s)
+        assert payload is not None, "the server closed the connection"
+        return decode_reply(payload)
+
+    async def reply(
+        self, kind: type[_M], cmd: int, timeout_s: float = 5.0, *, skip_notify: bool = True
+    ) -> _M:
+        """The next frame of command `cmd` (notifies in between are skipped), as `kind`."""
+        while True:
+            frame = await self.frame(timeout_s)
+            if skip_notify and frame.cmd == Cmd.NOTIFY and cmd != Cmd.NOTIFY:
+                continue
+            assert frame.cmd == cmd, f"expected cmd {cmd}, got {frame.cmd}: {frame.message}"
+            assert isinstance(frame.message, kind), type(frame.message)
+            return frame.message
+
+    async def closed(self, timeout_s: float = 5.0) -> list[DecodedFrame]:
+        """Read until the server closes the connection; returns the frames received until then."""
+        frames: list[DecodedFrame] = []
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    payload = await self.next_payload(timeout_s)
+                except (ProtocolError, ConnectionResetError):
+                    return frames
+                if payload is None:
+                    return frames
+                frames.append(decode_reply(payload))
+
+    async def login(self, uid: int, token: str, device: str = "") -> error_pb2.Error:
+        await self.send(access_pb2.ReqLogin(cmd=Cmd.LOGIN, UID=uid, token=token, device=device))
+        return await self.reply(error_pb2.Error, Cmd.LOGIN)
+
+    async def sync(self, uid: int, cursor: int, limit: int = 0) -> access_pb2.ResSyncMsg:
+        await self.send(access_pb2.ReqSyncMsg(cmd=Cmd.SYNC_MSG, UID=uid, currentID=cursor, limit=limit))
+        return await self.reply(access_pb2.ResSyncMsg, Cmd.SYNC_MSG)
+
+    async def sync_all(self, uid: int, cursor: int = 0) -> list[access_pb2.offsetMsg]:
+        entries: list[access_pb2.offsetMsg] = []
+        while True:
+            page = await self.sync(uid, cursor)
+            assert page.errCode == 0, page
+            entries.extend(page.Msgs)
+            cursor = page.currentID
+            if not page.more:
+                return entries
+
+
+class Wire(FrameWire):
     """A raw framed TCP connection to a server."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -224,60 +313,60 @@ class Wire:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def frame(self, timeout_s: float = 5.0) -> DecodedFrame:
-        """The next frame from the server (AssertionError if the connection ends first)."""
+    async def next_payload(self, timeout_s: float) -> bytes | None:
         async with asyncio.timeout(timeout_s):
-            payload = await read_frame(self.reader)
-        assert payload is not None, "the server closed the connection"
-        return decode_reply(payload)
-
-    async def reply(
-        self, kind: type[_M], cmd: int, timeout_s: float = 5.0, *, skip_notify: bool = True
-    ) -> _M:
-        """The next frame of command `cmd` (notifies in between are skipped), as `kind`."""
-        while True:
-            frame = await self.frame(timeout_s)
-            if skip_notify and frame.cmd == Cmd.NOTIFY and cmd != Cmd.NOTIFY:
-                continue
-            assert frame.cmd == cmd, f"expected cmd {cmd}, got {frame.cmd}: {frame.message}"
-            assert isinstance(frame.message, kind), type(frame.message)
-            return frame.message
-
-    async def closed(self, timeout_s: float = 5.0) -> list[DecodedFrame]:
-        """Read until the server closes the connection; returns the frames received until then."""
-        frames: list[DecodedFrame] = []
-        async with asyncio.timeout(timeout_s):
-            while True:
-                try:
-                    payload = await read_frame(self.reader)
-                except (ProtocolError, ConnectionResetError):
-                    return frames
-                if payload is None:
-                    return frames
-                frames.append(decode_reply(payload))
-
-    async def login(self, uid: int, token: str, device: str = "") -> error_pb2.Error:
-        await self.send(access_pb2.ReqLogin(cmd=Cmd.LOGIN, UID=uid, token=token, device=device))
-        return await self.reply(error_pb2.Error, Cmd.LOGIN)
-
-    async def sync(self, uid: int, cursor: int, limit: int = 0) -> access_pb2.ResSyncMsg:
-        await self.send(access_pb2.ReqSyncMsg(cmd=Cmd.SYNC_MSG, UID=uid, currentID=cursor, limit=limit))
-        return await self.reply(access_pb2.ResSyncMsg, Cmd.SYNC_MSG)
-
-    async def sync_all(self, uid: int, cursor: int = 0) -> list[access_pb2.offsetMsg]:
-        entries: list[access_pb2.offsetMsg] = []
-        while True:
-            page = await self.sync(uid, cursor)
-            assert page.errCode == 0, page
-            entries.extend(page.Msgs)
-            cursor = page.currentID
-            if not page.more:
-                return entries
+            return await read_frame(self.reader)
 
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+class WsWire(FrameWire):
+    """A raw WebSocket connection to an access server: one frame per binary message."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> WsWire:
+        """`options` go to `websockets.connect` (origin, additional_headers, ssl)."""
+        return cls(await ws_connect(url, compression=None, ping_interval=None, max_size=None, **options))
+
+    async def send(self, *messages: Message) -> None:
+        for message in messages:
+            await self.ws.send(message.SerializeToString())
+
+    async def send_raw(self, data: bytes) -> None:
+        """Each length-prefixed frame in `data` as one binary message."""
+        for payload in FrameDecoder().feed(data):
+            await self.ws.send(payload)
+
+    async def send_message(self, message: bytes | str) -> None:
+        """One WebSocket message as it is (a text message, an empty one, a huge one)."""
+        await self.ws.send(message)
+
+    async def next_payload(self, timeout_s: float) -> bytes | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await self.ws.recv()
+        except ConnectionClosed:
+            return None
+        assert isinstance(message, bytes), f"a text message from the server: {message!r}"
+        return message
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the server sent (None while open)."""
+        rcvd = self.ws.protocol.close_rcvd
+        return rcvd.code if rcvd is not None else None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+AnyWire = Wire | WsWire
 
 
 async def eventually(
@@ -345,4 +434,8 @@ def chat_client(server: ChatServer, uid: int, token: str, **options: Any) -> Cha
     """A ChatClient pinging often enough for any idle timeout the tests configure."""
     options.setdefault("ping_interval", 1.0)
     options.setdefault("request_timeout", 5.0)
+    if server.transport == "ws":
+        options.setdefault("websocket", True)  # the gateway hands out the WebSocket URL
+    elif server.transport == "http-ws":
+        return ChatClient(uid, token, gateway=None, access_ws=server.ws_url, **options)
     return ChatClient(uid, token, gateway=server.gateway, **options)

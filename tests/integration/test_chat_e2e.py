@@ -25,6 +25,7 @@ from fishchat.protocol.commands import Cmd, ErrCode, ReconnectReason
 from tests.integration.harness import (
     PASSWORD,
     TEST_CONFIG,
+    AnyWire,
     ChatServer,
     Inbox,
     Wire,
@@ -242,7 +243,7 @@ async def test_non_member_group_send_is_refused(chat_server: ChatServer) -> None
             await client.send_group(987654321, "nobody home")
         assert missing.value.code == ErrCode.NO_SUCH_GROUP
     # Nothing reached the owner's timeline.
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(owner, owner_token)).errCode == 0
         assert await wire.sync_all(owner) == []
@@ -262,7 +263,7 @@ async def test_offline_user_receives_at_next_login(chat_server: ChatServer) -> N
         assert [m.body for m in received] == [f"while you were out {n}" for n in range(3)]
         assert [m.version for m in received] == sorted(m.version for m in received)
     # An original client syncs only when notified: it gets a notify right after login.
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(offline, offline_token)).errCode == 0
         notice = await wire.reply(access_pb2.ResNotify, Cmd.NOTIFY, skip_notify=False)
@@ -274,7 +275,7 @@ async def test_offline_user_receives_at_next_login(chat_server: ChatServer) -> N
 async def test_retried_send_is_stored_once(chat_server: ChatServer) -> None:
     sender, sender_token = await register(chat_server.api)
     target, target_token = await register(chat_server.api)
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(sender, sender_token)).errCode == 0
         await wire.send(p2p(sender, target, "retry-1", "only once"))
@@ -293,7 +294,7 @@ async def test_retried_send_is_stored_once(chat_server: ChatServer) -> None:
         assert clash.errCode == ErrCode.INVALID_FIELD and clash.msgID == "retry-1"
     finally:
         await wire.close()
-    reader = await Wire.open(chat_server.access)
+    reader = await chat_server.wire()
     try:
         assert (await reader.login(target, target_token)).errCode == 0
         entries = await reader.sync_all(target)
@@ -309,7 +310,7 @@ async def test_pipelined_sends_are_acked_and_stored_in_order(chat_server: ChatSe
     target, target_token = await register(chat_server.api)
     nobody = new_uid()  # never registered: that send fails, in its place in the order
     requests = [p2p(sender, nobody if n == 17 else target, f"pipe-{n}", f"body {n}") for n in range(60)]
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(sender, sender_token)).errCode == 0
         await wire.send(*requests)  # one write: the server has all of them in flight at once
@@ -321,7 +322,7 @@ async def test_pipelined_sends_are_acked_and_stored_in_order(chat_server: ChatSe
     stored = [a for a in acks if a.errCode == 0]
     assert [a.version for a in stored] == sorted(a.version for a in stored)
     assert all(a.serverMsgID > 0 for a in stored) and len({a.serverMsgID for a in stored}) == len(stored)
-    reader = await Wire.open(chat_server.access)
+    reader = await chat_server.wire()
     try:
         assert (await reader.login(target, target_token)).errCode == 0
         await eventually(lambda: _synced_count(reader, target, len(stored)))
@@ -331,14 +332,14 @@ async def test_pipelined_sends_are_acked_and_stored_in_order(chat_server: ChatSe
     assert [(e.msgID, e.serverMsgID) for e in entries] == [(a.msgID, a.serverMsgID) for a in stored]
 
 
-async def _synced_count(wire: Wire, uid: int, expected: int) -> bool:
+async def _synced_count(wire: AnyWire, uid: int, expected: int) -> bool:
     return len(await wire.sync_all(uid)) >= expected
 
 
 async def test_spoofed_uids_are_refused(chat_server: ChatServer) -> None:
     alice, alice_token = await register(chat_server.api)
     bob, _ = await register(chat_server.api)
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(alice, alice_token)).errCode == 0
         await wire.send(p2p(bob, alice, "spoof-1", "I am bob"))
@@ -361,7 +362,7 @@ async def test_spoofed_uids_are_refused(chat_server: ChatServer) -> None:
 async def test_wrong_token_and_commands_before_login(chat_server: ChatServer) -> None:
     alice, alice_token = await register(chat_server.api)
     bob, _ = await register(chat_server.api)
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         await wire.send(access_pb2.ReqPing(cmd=Cmd.PING, UID=alice))
         ping = await wire.reply(error_pb2.Error, Cmd.PING)
@@ -377,14 +378,14 @@ async def test_wrong_token_and_commands_before_login(chat_server: ChatServer) ->
         # The same connection can still log in properly.
         assert (await wire.login(alice, alice_token)).errCode == 0
         # Guessing tokens: the fifth failed login on a connection closes it.
-        guesser = await Wire.open(chat_server.access)
+        guesser = await chat_server.wire()
         for _ in range(4):
             assert (await guesser.login(alice, "guess" * 8)).errCode == ErrCode.TOKEN_INVALID
         await guesser.send(access_pb2.ReqLogin(cmd=Cmd.LOGIN, UID=alice, token="guess" * 8))
         assert outcomes(await guesser.closed()) == [(Cmd.LOGIN, ErrCode.TOKEN_INVALID)]
         await guesser.close()
         # Login and a send in one write: the send waits for the login.
-        other = await Wire.open(chat_server.access)
+        other = await chat_server.wire()
         try:
             await other.send(
                 access_pb2.ReqLogin(cmd=Cmd.LOGIN, UID=alice, token=alice_token, device="pipelined"),
@@ -401,7 +402,7 @@ async def test_wrong_token_and_commands_before_login(chat_server: ChatServer) ->
 async def test_invalid_fields_and_unknown_commands(chat_server: ChatServer) -> None:
     alice, alice_token = await register(chat_server.api)
     bob, _ = await register(chat_server.api)
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(alice, alice_token)).errCode == 0
         cases = [
@@ -479,7 +480,7 @@ async def test_sync_is_exclusive_and_paged_to_fit_frames(chat_server: ChatServer
     sender, sender_token = await register(chat_server.api)
     target, target_token = await register(chat_server.api)
     body = "b" * 20_000  # three of these do not fit one 64 KiB frame
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(sender, sender_token)).errCode == 0
         for n in range(5):
@@ -487,7 +488,7 @@ async def test_sync_is_exclusive_and_paged_to_fit_frames(chat_server: ChatServer
             assert (await wire.reply(access_pb2.ResSendP2PMsg, Cmd.SEND_P2P_MSG)).errCode == 0
     finally:
         await wire.close()
-    reader = await Wire.open(chat_server.access)
+    reader = await chat_server.wire()
     try:
         assert (await reader.login(target, target_token)).errCode == 0
         await asyncio.sleep(0.2)  # let delivery store the last one
@@ -511,7 +512,7 @@ async def test_a_client_that_does_not_read_is_dropped(chat_server: ChatServer) -
     reader_uid, reader_token = await register(chat_server.api)
     inbox = Inbox()
     async with chat_client(chat_server, reader_uid, reader_token, on_message=inbox):
-        slow = await Wire.open(chat_server.access, receive_buffer=64 * 1024)
+        slow = await chat_server.wire(receive_buffer=64 * 1024)
         try:
             assert (await slow.login(sender, sender_token, "slow")).errCode == 0
             for n in range(4):
@@ -573,8 +574,8 @@ async def test_two_devices_and_the_senders_own_timeline(chat_server: ChatServer)
 
 async def test_same_device_logging_in_again_replaces_the_old_connection(chat_server: ChatServer) -> None:
     alice, alice_token = await register(chat_server.api)
-    old = await Wire.open(chat_server.access)
-    new = await Wire.open(chat_server.access)
+    old = await chat_server.wire()
+    new = await chat_server.wire()
     try:
         assert (await old.login(alice, alice_token, "tablet")).errCode == 0
         assert (await new.login(alice, alice_token, "tablet")).errCode == 0
@@ -593,7 +594,7 @@ async def test_logout_revokes_the_token_and_closes(chat_server: ChatServer) -> N
     client = chat_client(chat_server, alice, alice_token)
     await client.connect()
     await client.logout()
-    wire = await Wire.open(chat_server.access)
+    wire = await chat_server.wire()
     try:
         assert (await wire.login(alice, alice_token)).errCode == ErrCode.TOKEN_INVALID
     finally:
@@ -601,7 +602,7 @@ async def test_logout_revokes_the_token_and_closes(chat_server: ChatServer) -> N
     # Over the raw protocol: ResLogout, then the server closes the connection.
     async with ApiClient(chat_server.api) as api:
         token = await api.auth(alice, PASSWORD)
-    raw = await Wire.open(chat_server.access)
+    raw = await chat_server.wire()
     try:
         assert (await raw.login(alice, token)).errCode == 0
         await raw.send(access_pb2.ReqLogout(cmd=Cmd.LOGOUT, UID=alice))
@@ -641,7 +642,7 @@ async def test_idle_connections_are_closed(server_factory: Callable[[str], ChatS
     server.start()
     try:
         alice, alice_token = await register(server.api)
-        silent, pinging, anonymous = [await Wire.open(server.access) for _ in range(3)]
+        silent, pinging, anonymous = [await server.wire() for _ in range(3)]
         assert (await silent.login(alice, alice_token, "a")).errCode == 0
         assert (await pinging.login(alice, alice_token, "b")).errCode == 0
         loop = asyncio.get_running_loop()
@@ -657,7 +658,7 @@ async def test_idle_connections_are_closed(server_factory: Callable[[str], ChatS
         await pinging.send(access_pb2.ReqPing(cmd=Cmd.PING, UID=alice))
         assert (await pinging.reply(error_pb2.Error, Cmd.PING)).errCode == 0
         # At most 4 connections: the fifth is told why and closed.
-        more = [await Wire.open(server.access) for _ in range(4)]
+        more = [await server.wire() for _ in range(4)]
         refused = await more[-1].closed()
         assert outcomes(refused) == [(Cmd.ERR_SERVER, ErrCode.SERVICE_UNAVAILABLE)]
         for wire in (silent, pinging, anonymous, *more):
@@ -678,7 +679,7 @@ async def test_sigterm_drains_and_data_survives_a_restart(
     target, target_token = await register(server.api)
     async with ApiClient(server.api, token=sender_token) as api:
         gid = await api.create_group("durable")
-    wire = await Wire.open(server.access)
+    wire = await server.wire()
     assert (await wire.login(sender, sender_token)).errCode == 0
     await wire.send(
         p2p(sender, target, "before-restart", "kept"), group_send(sender, gid, "g-before", "kept too")
@@ -716,14 +717,14 @@ async def test_sigterm_drains_and_data_survives_a_restart(
     assert server.stop() == 0
 
     server.start()
-    reader = await Wire.open(server.access)
+    reader = await server.wire()
     try:
         # Accounts, tokens, groups and messages are all still there.
         assert (await reader.login(target, target_token)).errCode == 0
         entries = await reader.sync_all(target)
         assert [e.msgID for e in entries] == ["before-restart", *acked]
         assert (await reader.login(target, target_token)).errCode == 0
-        writer = await Wire.open(server.access)
+        writer = await server.wire()
         assert (await writer.login(sender, sender_token)).errCode == 0
         mine = await writer.sync_all(sender)
         assert [(e.msgID, e.groupID) for e in mine[:2]] == [("before-restart", 0), ("g-before", gid)]

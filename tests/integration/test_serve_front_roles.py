@@ -331,7 +331,12 @@ async def test_chain_access_routes_and_announcement(chain: dict[str, RunningRole
         ]
         # The announcement: the node's gRPC address, the client address, the live connection count.
         instance = ServiceInstance(
-            "access", access.ready["instance"], access.address(), access.address("client"), 1
+            "access",
+            access.ready["instance"],
+            access.address(),
+            access.address("client"),
+            1,
+            f"ws://{access.address('ws')}/ws",
         )
         config = access.config
 

@@ -82,6 +82,7 @@ ADDED: dict[str, dict[str, tuple[int, str]]] = {
     "ReqSyncMsg": {"limit": (5, "uint32")},
     "offsetMsg": {"version": (7, "int64"), "timestamp": (8, "int64"), "serverMsgID": (9, "uint64")},
     "ResSyncMsg": {"more": (7, "bool")},
+    "ResSelectAccessServerForClient": {"wsURL": (6, "string")},
     "ResReconnect": {
         **REPLY,
         "reason": (5, "string"),

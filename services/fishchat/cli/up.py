@@ -83,6 +83,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--access-port", type=_port, default=None, metavar="PORT", help="access server (11000)"
     )
+    parser.add_argument(
+        "--access-ws-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="access server's WebSocket port (default: the access port + 1; 0 with --access-port 0)",
+    )
     parser.add_argument("--http-port", type=_port, default=None, metavar="PORT", help="HTTP API (6001)")
     parser.add_argument(
         "--admin-port", type=_port, default=None, metavar="PORT", help="/metrics /healthz /readyz (6003)"
@@ -99,6 +106,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "host": args.host,
         "gateway.port": args.gateway_port,
         "access.port": args.access_port,
+        "access.ws_port": args.access_ws_port,
         "http.port": args.http_port,
         "admin.port": args.admin_port,
         "log_level": args.log_level,

@@ -45,7 +45,7 @@ from fishchat.client.errors import (
     RequestTimeout,
     SessionEnded,
 )
-from fishchat.client.gateway import DEFAULT_GATEWAY, locate_access_server
+from fishchat.client.gateway import DEFAULT_GATEWAY, locate_access, locate_access_server
 from fishchat.client.pending import PendingRequests
 from fishchat.client.reconnect import (
     Backoff,
@@ -58,12 +58,15 @@ from fishchat.client.reconnect import (
 )
 from fishchat.client.records import ChatMessage, Endpoint, SendAck
 from fishchat.client.transport import FrameConnection
+from fishchat.client.websocket import WebSocketFrameConnection, websocket_endpoint
 from fishchat.proto.gen.external import access_pb2, error_pb2
 from fishchat.protocol.codec import ProtocolError
 from fishchat.protocol.commands import Cmd, ErrCode
 from fishchat.protocol.frames import check_device, decode_reply, validate_request
 
 log = logging.getLogger(__name__)
+#: A connection to an access server: TCP frames or WebSocket messages (the same interface).
+ClientLink = FrameConnection | WebSocketFrameConnection
 
 MessageHandler = Callable[[ChatMessage], None]
 _R = TypeVar("_R", bound=Message)
@@ -134,6 +137,8 @@ class ChatClient:
         backoff: Backoff | None = Backoff(),  # noqa: B008 - a frozen value
         send_attempts: int = 3,
         rng: random.Random | None = None,
+        websocket: bool = False,
+        access_ws: str | None = None,
     ) -> None:
         if uid <= 0:
             raise InvalidRequest(f"uid must be a positive id, not {uid}")
@@ -160,8 +165,17 @@ class ChatClient:
         self._token = token
         self._gateway = _endpoint(gateway, "gateway")
         self._access = _endpoint(access, "access")
-        if self._gateway is None and self._access is None:
+        self._websocket = websocket or access_ws is not None
+        self._access_ws = access_ws
+        if access_ws is not None:
+            try:
+                websocket_endpoint(access_ws)
+            except ValueError as exc:
+                raise InvalidRequest(f"access_ws: {exc}") from None
+        if self._gateway is None and self._access is None and access_ws is None:
             raise InvalidRequest("give a gateway or an access server address")
+        if self._websocket and self._gateway is None and access_ws is None:
+            raise InvalidRequest("a WebSocket client needs a gateway or an access_ws URL")
         self._on_message = on_message
         self._ping_interval = ping_interval
         self._request_timeout = request_timeout
@@ -178,9 +192,9 @@ class ChatClient:
             raise InvalidRequest(str(exc)) from None
 
         self._state = ClientState.NEW
-        self._conn: FrameConnection | None = None
+        self._conn: ClientLink | None = None
         self._endpoint: Endpoint | None = None
-        self._links: dict[FrameConnection, PendingRequests] = {}
+        self._links: dict[ClientLink, PendingRequests] = {}
         self._online = asyncio.Event()
         self._closed = asyncio.Event()
         self._close_error: ClientError | None = None
@@ -348,12 +362,17 @@ class ChatClient:
 
     async def _establish(self, endpoint: Endpoint | None) -> None:
         """Open a connection (asking the gateway when `endpoint` is None) and log in on it."""
-        if endpoint is None:
-            assert self._gateway is not None
-            endpoint = await locate_access_server(self._gateway, within=self._connect_timeout)
-        conn = await FrameConnection.open(
-            endpoint, self._on_frame, self._on_lost, within=self._connect_timeout
-        )
+        conn: ClientLink
+        if self._websocket:
+            conn = await self._open_websocket()
+            endpoint = conn.endpoint
+        else:
+            if endpoint is None:
+                assert self._gateway is not None
+                endpoint = await locate_access_server(self._gateway, within=self._connect_timeout)
+            conn = await FrameConnection.open(
+                endpoint, self._on_frame, self._on_lost, within=self._connect_timeout
+            )
         self._links[conn] = PendingRequests()
         try:
             reply = _expect(
@@ -380,13 +399,27 @@ class ChatClient:
         self._online.set()
         log.debug("uid %d logged in on %s", self.uid, endpoint)
 
-    def _detach(self, conn: FrameConnection) -> None:
+    async def _open_websocket(self) -> WebSocketFrameConnection:
+        """A WebSocket to the gateway's pick (or to `access_ws` when there is no gateway). A drain's
+        `addr` names a TCP address, so WebSocket clients always reconnect this way."""
+        url = self._access_ws
+        if self._gateway is not None:
+            choice = await locate_access(self._gateway, within=self._connect_timeout)
+            if not choice.ws_url:
+                raise ProtocolViolation(f"the gateway {self._gateway} named no WebSocket URL")
+            url = choice.ws_url
+        assert url is not None
+        return await WebSocketFrameConnection.open(
+            url, self._on_frame, self._on_lost, within=self._connect_timeout
+        )
+
+    def _detach(self, conn: ClientLink) -> None:
         """Stop using `conn` for new requests (it stays registered until it is closed)."""
         if self._conn is conn:
             self._conn = None
             self._online.clear()
 
-    def _on_lost(self, conn: FrameConnection, error: Exception | None) -> None:
+    def _on_lost(self, conn: ClientLink, error: Exception | None) -> None:
         pending = self._links.pop(conn, None)
         reason = error if isinstance(error, ClientError) else None
         if pending is not None:
@@ -406,7 +439,7 @@ class ChatClient:
         )
         self._start_reconnect(plan_for_loss(0, self._backoff, self._rng))
 
-    def _on_reconnect_notice(self, conn: FrameConnection, notice: access_pb2.ResReconnect) -> None:
+    def _on_reconnect_notice(self, conn: ClientLink, notice: access_pb2.ResReconnect) -> None:
         if conn is not self._conn or self._state is not ClientState.ONLINE:
             return
         plan = plan_for_notice(notice.reason, notice.addr, notice.retryAfterMs, self._rng)
@@ -513,7 +546,7 @@ class ChatClient:
 
     # --- frames -----------------------------------------------------------------------------------
 
-    def _on_frame(self, conn: FrameConnection, payload: bytes) -> None:
+    def _on_frame(self, conn: ClientLink, payload: bytes) -> None:
         try:
             cmd, message = decode_reply(payload)
         except ProtocolError as exc:
@@ -546,7 +579,7 @@ class ChatClient:
         if not pending.resolve(cmd, message, key):
             log.debug("unexpected reply cmd %d from %s", cmd, conn.endpoint)
 
-    async def _current(self) -> FrameConnection:
+    async def _current(self) -> ClientLink:
         """The connection to send on, waiting (up to the request timeout) while reconnecting."""
         while True:
             if self._state in (ClientState.CLOSING, ClientState.CLOSED):
@@ -572,7 +605,7 @@ class ChatClient:
 
     async def _exchange(
         self,
-        conn: FrameConnection,
+        conn: ClientLink,
         cmd: Cmd,
         request: Message,
         *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 
 from fishchat.client.errors import ConnectionLost, ProtocolViolation, RequestRefused
 from fishchat.client.records import Endpoint
@@ -21,8 +22,21 @@ DEFAULT_GATEWAY = Endpoint("127.0.0.1", 10000)
 _UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "::"})
 
 
+@dataclass(frozen=True)
+class AccessChoice:
+    """The gateway's answer: an access server's TCP address and its WebSocket URL ("" if none)."""
+
+    endpoint: Endpoint
+    ws_url: str = ""
+
+
 async def locate_access_server(gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 5.0) -> Endpoint:
-    """The client address of the access server the gateway picks for us.
+    """The client address of the access server the gateway picks for us (see `locate_access`)."""
+    return (await locate_access(gateway, within=within)).endpoint
+
+
+async def locate_access(gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 5.0) -> AccessChoice:
+    """The access server the gateway picks for us: its client address and WebSocket URL.
 
     Raises ConnectionLost if the gateway cannot be reached or does not answer within `within` seconds,
     RequestRefused (e.g. 92001 "no accessServer") if it has none to offer, ProtocolViolation if its
@@ -64,5 +78,5 @@ async def locate_access_server(gateway: Endpoint = DEFAULT_GATEWAY, *, within: f
         raise ProtocolViolation(f"the gateway {gateway} answered an unusable address: {exc}") from exc
     if endpoint.host in _UNSPECIFIED_HOSTS:
         # The access server announced its bind address; it is reachable where the gateway is.
-        return Endpoint(gateway.host, endpoint.port)
-    return endpoint
+        endpoint = Endpoint(gateway.host, endpoint.port)
+    return AccessChoice(endpoint, reply.wsURL)

@@ -170,7 +170,8 @@ class ServiceInstance:
     """One process of a role as announced in the registry; `load` is e.g. live connections of an access.
 
     `address` is the internal (gRPC) address; `client_address` is the address the gateway hands to
-    clients (the TCP address of an access server), empty for roles clients never connect to.
+    clients (the TCP address of an access server), empty for roles clients never connect to;
+    `ws_url` is an access server's WebSocket URL, empty when it has none.
     """
 
     role: str
@@ -178,6 +179,7 @@ class ServiceInstance:
     address: str
     client_address: str = ""
     load: int = 0
+    ws_url: str = ""
 
 
 class ClaimState(StrEnum):

@@ -383,10 +383,10 @@ def server_error(code: int = ErrCode.SERVER_ERR, text: str | None = None) -> err
     return error_pb2.Error(cmd=Cmd.ERR_SERVER, errCode=code, errStr=_text(code, text))
 
 
-def access_server_reply(addr: str) -> gateway_pb2.ResSelectAccessServerForClient:
-    """The gateway's answer: the client address of the access server to use."""
+def access_server_reply(addr: str, ws_url: str = "") -> gateway_pb2.ResSelectAccessServerForClient:
+    """The gateway's answer: the client address of the access server to use (and its WebSocket URL)."""
     return gateway_pb2.ResSelectAccessServerForClient(
-        cmd=Cmd.REQ_ACCESS_SERVER, errCode=ErrCode.OK, errStr=err_str(ErrCode.OK), addr=addr
+        cmd=Cmd.REQ_ACCESS_SERVER, errCode=ErrCode.OK, errStr=err_str(ErrCode.OK), addr=addr, wsURL=ws_url
     )
 
 

@@ -51,6 +51,9 @@ class ServerSection:
     """Listeners and process identity. An empty listener means the role's default (`DEFAULT_LISTEN`)."""
 
     client_listen: str = ""
+    #: access: the WebSocket listener (one frame per binary message), on the client listener's host;
+    #: empty: the client port + 1 (any free port when that is 0), unless `access.ws_enabled` is false.
+    ws_listen: str = ""
     grpc_listen: str = ""
     http_listen: str = ""
     metrics_listen: str = ""
@@ -68,7 +71,7 @@ class ServerSection:
     provision: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("client_listen", "grpc_listen", "http_listen", "metrics_listen"):
+        for name in ("client_listen", "ws_listen", "grpc_listen", "http_listen", "metrics_listen"):
             value = getattr(self, name)
             if value:
                 try:
@@ -124,7 +127,7 @@ class ServeConfig:
         )
 
     def listen(self, role: str, kind: str) -> str:
-        """The `host:port` this role listens on for `kind` (client, grpc, http, metrics)."""
+        """The `host:port` this role listens on for `kind` (client, ws, grpc, http, metrics)."""
         return getattr(self.server, f"{kind}_listen") or DEFAULT_LISTEN[role][kind]
 
     def advertise(self, listen_host: str) -> str:

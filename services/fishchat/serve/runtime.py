@@ -102,6 +102,7 @@ class RoleRuntime:
         self,
         *,
         client_port: int | None = None,
+        ws_port: int | None = None,
         http_port: int | None = None,
         announce: bool = True,
         readiness: dict[str, Callable[[], Awaitable[bool]]] | None = None,
@@ -129,6 +130,8 @@ class RoleRuntime:
             await before_ready()
         if client_port is not None:
             ready["client"] = client_port
+        if ws_port is not None:
+            ready["ws"] = ws_port
         if http_port is not None:
             ready["http"] = http_port
         ready["metrics"] = self.admin.port

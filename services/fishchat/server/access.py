@@ -47,7 +47,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Coroutine, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.protobuf.message import Message
 
@@ -80,6 +80,10 @@ from fishchat.server.framing import FramedConnection, FramedServer
 from fishchat.server.metrics import ServerMetrics, cmd_label
 from fishchat.server.ports import AccessCore, Announcer, NoticeSource
 from fishchat.server.replies import code_reply, failure_reply, group_ack, p2p_ack, sync_reply
+from fishchat.server.websocket import OriginPolicy, WebSocketListenerLink, serve_upgrade
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +547,10 @@ class AccessServer(FramedServer[AccessConnection]):
         self.limits = field_limits(config, chat)
         self.node = AccessNode(node_id=config.node_id or "access", address=_UNBOUND)
         self.client_address = ""
+        #: The WebSocket listener's port and the URL clients are handed for it ("" when turned off).
+        self.ws_port: int | None = None
+        self.ws_url = ""
+        self.origin_policy = OriginPolicy(config.ws_origins)
         self.sessions: dict[int, dict[str, AccessConnection]] = {}
         #: Logins in progress per uid, and the newest notice each has seen (see `watching_notices`).
         self._login_watches: dict[int, list[_EarlyNotice]] = {}
@@ -588,6 +596,11 @@ class AccessServer(FramedServer[AccessConnection]):
         await super().start()
         host = self.config.advertise_host or ("127.0.0.1" if self.host in _UNSPECIFIED_HOSTS else self.host)
         self.client_address = _join_host_port(host, self.port)
+        ws_port = self.config.websocket_port
+        if ws_port is not None:
+            self.ws_port = await self.listen(self._websocket_link, ws_port)
+            self.ws_url = self.config.ws_public_url or f"ws://{_join_host_port(host, self.ws_port)}/ws"
+            log.info("access listening for WebSocket clients", extra={"role": ROLE, "port": self.ws_port})
         if announce:
             await self.announce(self.client_address)
 
@@ -608,6 +621,19 @@ class AccessServer(FramedServer[AccessConnection]):
             address=self.node.address,
             client_address=self.client_address,
             load=len(self.connections),
+            ws_url=self.ws_url,
+        )
+
+    def _websocket_link(self) -> WebSocketListenerLink:
+        return WebSocketListenerLink(
+            self.new_connection, self.origin_policy, self.max_frame_bytes, self.metrics
+        )
+
+    async def serve_websocket(self, request: web.Request) -> web.StreamResponse:
+        """A WebSocket client on another server's HTTP port (the embedded profile's HTTP API): the same
+        sessions as on this server's own ports."""
+        return await serve_upgrade(
+            request, self.new_connection, self.origin_policy, self.max_frame_bytes, self.metrics
         )
 
     async def _report_load(self) -> None:

@@ -74,6 +74,8 @@ class Listening:
     access: int
     http: int
     admin: int
+    #: The access server's WebSocket port (None when turned off); `/ws` of the HTTP port serves too.
+    access_ws: int | None = None
 
     def ready_event(self, data_dir: str) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class Listening:
             "host": self.host,
             "gateway": self.gateway,
             "access": self.access,
+            "access_ws": self.access_ws,
             "http": self.http,
             "admin": self.admin,
             "data_dir": data_dir,
@@ -137,7 +140,9 @@ async def serve_backend(
         service, backend.notifier, backend.registry, config.access, config.chat, config.host, metrics
     )
     gateway = GatewayServer(service, config.gateway, config.host, metrics)
-    http = HttpApi(service, config.http, config.host, metrics)
+    http = HttpApi(
+        service, config.http, config.host, metrics, gateway=service, websocket=access.serve_websocket
+    )
     admin = AdminServer(registry, config.host, config.admin.port)
 
     async def access_ready() -> bool:
@@ -151,7 +156,7 @@ async def serve_backend(
         for role in (access, gateway, http, admin):
             await role.start()
             started.append(role)
-        listening = Listening(config.host, gateway.port, access.port, http.port, admin.port)
+        listening = Listening(config.host, gateway.port, access.port, http.port, admin.port, access.ws_port)
         if on_ready is not None:  # the caller announces it (`fishchat up`: one JSON line on stdout)
             on_ready(listening)
         else:

@@ -11,6 +11,7 @@ message naming it instead of surfacing later as odd behaviour.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from fishchat.protocol.codec import MAX_PAYLOAD
 from fishchat.protocol.frames import MAX_DEVICE_BYTES, MAX_MSG_BYTES, MAX_MSG_ID_BYTES, FieldLimits
 
 DEFAULT_DATA_DIR = Path(".data")
+_ORIGIN_RE = re.compile(r"https?://[^/\s]+")
+_WS_URL_RE = re.compile(r"wss?://[^/\s]+(/\S*)?")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -81,9 +84,27 @@ class AccessConfig:
     drain_timeout_s: float = 10.0
     #: ResReconnect.retryAfterMs on drain: clients spread their reconnects over this window.
     reconnect_spread_ms: int = 2000
+    #: WebSocket listener (one frame per binary message, for browsers). None: the client port + 1, or
+    #: any free port when that is 0; `ws_enabled = false` turns it off.
+    ws_port: int | None = None
+    ws_enabled: bool = True
+    #: Pages that may open a WebSocket (`Origin` values like `https://chat.example.com`); empty: pages
+    #: from the same host name as the WebSocket (any port); `*`: any page.
+    ws_origins: tuple[str, ...] = ()
+    #: The WebSocket URL the gateway hands out; empty: `ws://<advertise_host>:<ws_port>/ws`.
+    ws_public_url: str = ""
 
     def __post_init__(self) -> None:
         check_port(self.port, "access.port")
+        if self.ws_port is not None:
+            check_port(self.ws_port, "access.ws_port")
+        elif self.ws_enabled and self.port == 65535:
+            raise ValueError("access.ws_port must be set when access.port is 65535 (it defaults to port + 1)")
+        for origin in self.ws_origins:
+            if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+                raise ValueError(f"access.ws_origins: {origin!r} is not * or scheme://host[:port]")
+        if self.ws_public_url and not _WS_URL_RE.fullmatch(self.ws_public_url):
+            raise ValueError(f"access.ws_public_url: {self.ws_public_url!r} is not a ws:// or wss:// URL")
         for name in (
             "ping_interval_s",
             "missed_pings",
@@ -104,6 +125,15 @@ class AccessConfig:
     @property
     def idle_timeout_s(self) -> float:
         return self.ping_interval_s * self.missed_pings
+
+    @property
+    def websocket_port(self) -> int | None:
+        """The port to listen on for WebSocket clients (0: any free one), None when turned off."""
+        if not self.ws_enabled:
+            return None
+        if self.ws_port is not None:
+            return self.ws_port
+        return self.port + 1 if self.port else 0
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,8 @@ class Link(Protocol):
         """Send these frame payloads in order; returns the bytes now waiting to be sent."""
         ...
 
-    def close(self) -> None:
-        """Close after what was written is flushed."""
+    def close(self, reason: str) -> None:
+        """Close after what was written is flushed (`reason`: the connection's close reason)."""
         ...
 
     def abort(self) -> None:
@@ -166,7 +166,7 @@ class StreamLink(asyncio.Protocol):
             transport.write(b"".join(pack(len(p)) + p for p in payloads))
         return transport.get_write_buffer_size()
 
-    def close(self) -> None:
+    def close(self, reason: str) -> None:
         if self._transport is not None:
             self._transport.close()
 
@@ -321,7 +321,7 @@ class FramedConnection:
         self._close_reason = reason
         self.server.metrics.disconnects.labels(self.server.role, reason).inc()
         if self._link is not None:
-            self._link.close()
+            self._link.close(reason)
 
     def abort(self, reason: str) -> None:
         """Drop the connection now, discarding unsent frames (also those in the kernel's buffer)."""

@@ -29,12 +29,20 @@ from typing import Any
 
 from aiohttp import web
 
-from fishchat.domain.errors import ChatError, NotGroupMember, NoToken, UidMismatch, code_of, message_of
+from fishchat.domain.errors import (
+    ChatError,
+    NotGroupMember,
+    NoToken,
+    UidMismatch,
+    Unavailable,
+    code_of,
+    message_of,
+)
 from fishchat.errcodes import ErrCode, err_str
 from fishchat.server.config import HttpConfig
 from fishchat.server.metrics import ServerMetrics
 from fishchat.server.openapi import openapi_document
-from fishchat.server.ports import ApiCore
+from fishchat.server.ports import ApiCore, GatewayCore
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/x/group/join", {"uid": "int", "gid": "int"}, frozenset({"uid"}), authenticated=True),
     Route("/x/group/quit", {"uid": "int", "gid": "int"}, frozenset({"uid"}), authenticated=True),
     Route("/x/group/members", {"uid": "int", "gid": "int"}, frozenset({"uid"}), authenticated=True),
+    Route("/x/access/server", {}),
 )
 
 
@@ -161,13 +170,29 @@ class Call:
 
 
 Handler = Callable[[Call], Awaitable[Data]]
+WebSocketHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Where the HTTP API takes WebSocket clients when it serves them itself (`websocket` given).
+WEBSOCKET_PATH = "/ws"
 
 
 class HttpApi:
     """The aiohttp application of the API and its listener."""
 
-    def __init__(self, core: ApiCore, config: HttpConfig, host: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        core: ApiCore,
+        config: HttpConfig,
+        host: str,
+        metrics: ServerMetrics,
+        *,
+        gateway: GatewayCore | None = None,
+        websocket: WebSocketHandler | None = None,
+    ) -> None:
+        """`gateway` answers `/x/access/server`; `websocket`, when given, serves WebSocket clients at
+        `/ws` of this port (the embedded profile: the page and its WebSocket share one origin)."""
         self.core = core
+        self.gateway = gateway
+        self.websocket = websocket
         self.config = config
         self.host = host
         self.port = config.port
@@ -181,6 +206,7 @@ class HttpApi:
             "/x/group/join": self._join_group,
             "/x/group/quit": self._quit_group,
             "/x/group/members": self._members,
+            "/x/access/server": self._access_server,
         }
 
     def application(self) -> web.Application:
@@ -188,6 +214,8 @@ class HttpApi:
         for route in ROUTES:
             app.router.add_route("*", route.path, self._endpoint(route))
         app.router.add_route("*", "/openapi.json", self._openapi)
+        if self.websocket is not None:
+            app.router.add_get(WEBSOCKET_PATH, self.websocket, allow_head=False)
         return app
 
     async def start(self) -> None:
@@ -324,6 +352,17 @@ class HttpApi:
         gid = int_param(call.form, "gid")
         left = await self.core.quit_group(call.uid, gid)
         return {"gid": gid, "left": left}
+
+    async def _access_server(self, call: Call) -> Data:
+        """Where a client connects: an access server's TCP address and WebSocket URL (what the gateway
+        answers TCP clients), or `/ws` of this port when it serves WebSocket clients itself."""
+        if self.gateway is None:
+            if self.websocket is None:
+                raise Unavailable("this HTTP API does not know the access servers")
+            return {"addr": "", "wsURL": WEBSOCKET_PATH}
+        instance = await self.gateway.pick_access_server()
+        ws_url = WEBSOCKET_PATH if self.websocket is not None else instance.ws_url
+        return {"addr": instance.client_address, "wsURL": ws_url}
 
     async def _members(self, call: Call) -> Data:
         gid = int_param(call.form, "gid")

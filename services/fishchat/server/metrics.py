@@ -25,7 +25,7 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.connections = Gauge(
-            "fishchat_connections", "Open client TCP connections", ["role"], registry=registry
+            "fishchat_connections", "Open client connections (TCP and WebSocket)", ["role"], registry=registry
         )
         self.sessions = Gauge(
             "fishchat_access_connections",
@@ -46,6 +46,12 @@ class ServerMetrics:
             "fishchat_disconnects_total",
             "Connections closed by the server, by reason",
             ["role", "reason"],
+            registry=registry,
+        )
+        self.websocket_upgrades = Counter(
+            "fishchat_websocket_upgrades_total",
+            "WebSocket upgrade requests, by the HTTP status answered (101: accepted)",
+            ["status"],
             registry=registry,
         )
         self.frames = Counter(

@@ -262,6 +262,28 @@ _DOCUMENT: dict[str, Any] = {
                 ),
             }
         },
+        "/x/access/server": {
+            "post": {
+                "operationId": "accessServer",
+                "summary": "Where a client connects: an access server's TCP address and WebSocket URL",
+                "description": "The least-loaded live access server, as the gateway answers TCP clients "
+                "(92001 when none is live). `wsURL` is `ws://` or `wss://` with path `/ws`, or the path "
+                "`/ws` alone when this HTTP API serves WebSocket clients itself (resolve it against the "
+                "page's address). A WebSocket carries one frame of the client protocol per binary message.",
+                "requestBody": _form({}, []),
+                "responses": _answer(
+                    "An access server",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "addr": {"type": "string", "description": "host:port for TCP clients"},
+                            "wsURL": {"type": "string", "description": "WebSocket URL (or path)"},
+                        },
+                        "required": ["addr", "wsURL"],
+                    },
+                ),
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",

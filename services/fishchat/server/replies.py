@@ -86,7 +86,8 @@ def code_reply(cmd: int | None, code: ErrCode, detail: str = "", request: Messag
 
 
 def gateway_reply(instance: ServiceInstance | None) -> gateway_pb2.ResSelectAccessServerForClient:
-    """ResSelectAccessServerForClient with the instance's client address, or 92001 without one."""
+    """ResSelectAccessServerForClient with the instance's client address (and WebSocket URL), or 92001
+    without one."""
     if instance is None or not instance.client_address:
         return no_access_server_reply()
-    return access_server_reply(instance.client_address)
+    return access_server_reply(instance.client_address, instance.ws_url)

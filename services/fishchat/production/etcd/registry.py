@@ -1,7 +1,7 @@
 """The etcd `Registry`: instances announced on the process's lease, listed from a watched cache.
 
 Each instance is one key `<prefix><role>/<instance_id>` whose value is the instance as JSON
-(`role`, `instance_id`, `address`, `client_address`, `load`), put on the process's single lease
+(`role`, `instance_id`, `address`, `client_address`, `load`, `ws_url`), put on the process's single lease
 (`EtcdSession`), so every announcement of a process disappears when it dies. `instances(role)` never
 goes to etcd: the registry loads the whole prefix once and then follows it with a watch that, when
 its stream breaks, resumes from the revision after the last one applied (a full reload only if etcd
@@ -43,6 +43,7 @@ def encode_instance(instance: ServiceInstance) -> bytes:
             "address": instance.address,
             "client_address": instance.client_address,
             "load": instance.load,
+            "ws_url": instance.ws_url,
         },
         separators=(",", ":"),
     ).encode()
@@ -55,14 +56,14 @@ def decode_instance(raw: bytes) -> ServiceInstance:
         raise ValueError("a registry value must be a JSON object")
     role, instance_id = data.get("role"), data.get("instance_id")
     address, client_address = data.get("address", ""), data.get("client_address", "")
-    load = data.get("load", 0)
+    load, ws_url = data.get("load", 0), data.get("ws_url", "")
     if not isinstance(role, str) or not isinstance(instance_id, str):
         raise ValueError("a registry value needs string role and instance_id")
-    if not isinstance(address, str) or not isinstance(client_address, str):
+    if not isinstance(address, str) or not isinstance(client_address, str) or not isinstance(ws_url, str):
         raise ValueError("registry addresses must be strings")
     if not isinstance(load, int) or isinstance(load, bool):
         raise ValueError("registry load must be an integer")
-    return ServiceInstance(role, instance_id, address, client_address, load)
+    return ServiceInstance(role, instance_id, address, client_address, load, ws_url)
 
 
 class EtcdRegistry:

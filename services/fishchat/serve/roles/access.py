@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from fishchat.config import ConfigError
 from fishchat.proto.gen.rpc import logic_pb2_grpc, manager_pb2_grpc
 from fishchat.rpc.access_push import GrpcNoticeSource
 from fishchat.rpc.logic import RemoteAccessCore
@@ -32,9 +33,15 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
     config = rt.config
     assert rt.rpc is not None and rt.registry is not None, "access serves gRPC and needs etcd"
     host, port = split_listen(config.listen("access", "client"))
+    ws_port = config.access.ws_port
+    if config.server.ws_listen:
+        ws_host, ws_port = split_listen(config.server.ws_listen)
+        if ws_host != host:
+            raise ConfigError(f"server.ws_listen must be on the client listener's host {host}, not {ws_host}")
     settings = replace(
         config.access,
         port=port,
+        ws_port=ws_port,
         node_id=config.access.node_id or rt.instance_id,
         advertise_host=config.access.advertise_host or config.server.advertise_host,
     )
@@ -57,7 +64,11 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         await access.announce(rt.grpc_address)
 
     await rt.start(
-        announce=False, client_port=access.port, readiness={"access": accepting}, before_ready=announce
+        announce=False,
+        client_port=access.port,
+        ws_port=access.ws_port,
+        readiness={"access": accepting},
+        before_ready=announce,
     )
     await stop.wait()
     await access.drain()

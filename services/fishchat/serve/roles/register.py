@@ -24,6 +24,7 @@ from fishchat.proto.gen.rpc import access_pb2_grpc
 from fishchat.rpc.access_push import GrpcNotifier
 from fishchat.rpc.register import RegisterCore, RegisterServicer
 from fishchat.rpc.server import split_listen
+from fishchat.serve.roles.gateway import RegistryGatewayCore
 from fishchat.serve.runtime import RoleRuntime, reach
 from fishchat.server.http_api import HttpApi
 from fishchat.server.metrics import ServerMetrics
@@ -61,7 +62,15 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
     RegisterServicer(rt.rpc, core)
 
     host, port = split_listen(config.listen("register", "http"))
-    api = HttpApi(core, replace(config.http, port=port), host, ServerMetrics(rt.metrics))
+    assert rt.registry is not None
+    # /x/access/server answers browsers what the gateway answers TCP clients.
+    api = HttpApi(
+        core,
+        replace(config.http, port=port),
+        host,
+        ServerMetrics(rt.metrics),
+        gateway=RegistryGatewayCore(rt.registry.instances),
+    )
     await api.start()
     rt.on_close("HTTP API", api.stop)
 
