@@ -81,6 +81,7 @@ class Port(enum.IntEnum):
 
     GATEWAY_CLIENT = 10000
     ACCESS_CLIENT = 11000
+    ACCESS_WS = 11001  # the same protocol over WebSocket, for browsers
     ACCESS_GRPC = 20000
     LOGIC_GRPC = 21000
     REGISTER_GRPC = 23000
@@ -93,6 +94,7 @@ class Port(enum.IntEnum):
 
 class PortName(enum.StrEnum):
     CLIENT = "client"
+    WS = "ws"
     GRPC = "grpc"
     HTTP = "http"
     METRICS = "metrics"

@@ -54,6 +54,7 @@ from fishchat_operator.roleconfig import (
     HTTP_PORT,
     MYSQL_ROLES,
     REDIS_ROLES,
+    WS_PORT,
     config_file_name,
     render_role_config,
 )
@@ -149,6 +150,8 @@ def container_ports(role: Role) -> list[tuple[PortName, Port]]:
     ports: list[tuple[PortName, Port]] = []
     if role in CLIENT_PORT:
         ports.append((PortName.CLIENT, CLIENT_PORT[role]))
+    if role in WS_PORT:
+        ports.append((PortName.WS, WS_PORT[role]))
     if role in GRPC_PORT:
         ports.append((PortName.GRPC, GRPC_PORT[role]))
     if role in HTTP_PORT:

@@ -49,6 +49,7 @@ GRPC_PORT: Final[dict[Role, Port]] = {
     Role.IDGEN: Port.IDGEN_GRPC,
 }
 CLIENT_PORT: Final[dict[Role, Port]] = {Role.GATEWAY: Port.GATEWAY_CLIENT, Role.ACCESS: Port.ACCESS_CLIENT}
+WS_PORT: Final[dict[Role, Port]] = {Role.ACCESS: Port.ACCESS_WS}
 HTTP_PORT: Final[dict[Role, Port]] = {Role.REGISTER: Port.REGISTER_HTTP}
 
 
@@ -104,6 +105,8 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
     server: dict[str, Any] = {"metrics_listen": f"{ANY_HOST}:{Port.METRICS.value}", "provision": False}
     if role in CLIENT_PORT:
         server["client_listen"] = f"{ANY_HOST}:{CLIENT_PORT[role].value}"
+    if role in WS_PORT:
+        server["ws_listen"] = f"{ANY_HOST}:{WS_PORT[role].value}"
     if role in GRPC_PORT:
         server["grpc_listen"] = f"{ANY_HOST}:{GRPC_PORT[role].value}"
     if role in HTTP_PORT:

@@ -146,10 +146,10 @@ def test_rendered_config_loads_in_the_services(case: str, role: Role, tmp_path: 
     assert (config.role, config.cluster, config.namespace) == (role.value, cluster.name, cluster.namespace)
     # Every container port is the port the role listens on, on every interface.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert set(ports) <= {"client", "grpc", "http", "metrics"}
+    assert set(ports) <= {"client", "ws", "grpc", "http", "metrics"}
     for kind, port in ports.items():
         assert config.listen(role.value, kind) == f"0.0.0.0:{port}", kind
-    for kind in {"client", "grpc", "http"} - set(ports):
+    for kind in {"client", "ws", "grpc", "http"} - set(ports):
         assert getattr(config.server, f"{kind}_listen") == "", kind
     if "grpc" in ports:
         assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
