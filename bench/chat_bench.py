@@ -824,7 +824,10 @@ async def run(args: argparse.Namespace) -> dict[str, ServerResult]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     workroot = stack_dir() / "bench" / time.strftime("chat-%Y%m%d-%H%M%S")
     results: dict[str, ServerResult] = {}
-    server_env = dict(item.split("=", 1) for item in args.server_env)
+    # The idle connections are many devices of few users: lift the per-user device limit to fit them.
+    devices_per_user = -(-max(args.idle, 20) // args.idle_users)
+    server_env = {"FISHCHAT_CHAT_MAX_DEVICES": str(max(devices_per_user, 10))}
+    server_env.update(item.split("=", 1) for item in args.server_env)
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

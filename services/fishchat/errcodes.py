@@ -55,6 +55,8 @@ class ErrCode(IntEnum):
     TOKEN_EXPIRED = 93006
     #: FishChat: the password does not match the account.
     WRONG_PASSWORD = 93007
+    #: FishChat: the user already has `chat.max_devices` other devices logged in.
+    TOO_MANY_DEVICES = 93008
     #: A user with this uid or name already exists (original).
     USER_ALREADY_EXISTS = 94001
     #: FishChat: there is no user with this uid.
@@ -88,6 +90,7 @@ ERR_STR: dict[ErrCode, str] = {
     ErrCode.TOKEN_INVALID: "token invalid",
     ErrCode.TOKEN_EXPIRED: "token expired",
     ErrCode.WRONG_PASSWORD: "wrong password",
+    ErrCode.TOO_MANY_DEVICES: "too many devices",
     ErrCode.USER_ALREADY_EXISTS: "user is already exist",
     ErrCode.NO_SUCH_USER: "no such user",
     ErrCode.NO_SUCH_GROUP: "no such group",

@@ -1,4 +1,5 @@
-"""Contract of `Presence`: per-device routes with TTL, refresh by the owning node only, owner-only removal.
+"""Contract of `Presence`: per-device routes with TTL, refresh by the owning node only, owner-only removal
+and an atomic per-user device limit.
 
 TTLs are real milliseconds (production presence is Redis, whose clock the test cannot move), kept
 short so the suite stays fast.
@@ -95,3 +96,44 @@ async def test_only_the_owning_node_removes_a_route(
     assert await presence.remove_route(uid, "phone", "access-b") is True
     assert await presence.remove_route(uid, "phone", "access-b") is False
     assert await presence.routes(uid) == [_route(uid, "laptop", "access-a")]
+
+
+async def test_a_device_limit_refuses_one_more_device_but_not_a_known_one(
+    presence: Presence, unique_ids: Callable[[], int]
+) -> None:
+    uid, other = unique_ids(), unique_ids()
+    for device in ("phone", "laptop", "tablet"):
+        assert await presence.set_route(_route(uid, device, "access-a"), LONG_MS, 3) is True
+    # One more device is refused and nothing changes; a known device moves; other users are apart.
+    assert await presence.set_route(_route(uid, "watch", "access-a"), LONG_MS, 3) is False
+    assert await presence.set_route(_route(uid, "phone", "access-b"), LONG_MS, 3) is True
+    assert await presence.set_route(_route(other, "watch", "access-a"), LONG_MS, 1) is True
+    assert sorted(r.device for r in await presence.routes(uid)) == ["laptop", "phone", "tablet"]
+    assert _route(uid, "phone", "access-b") in await presence.routes(uid)
+    # No limit (0), and a slot freed by a removed route, let the next device in.
+    assert await presence.remove_route(uid, "tablet", "access-a") is True
+    assert await presence.set_route(_route(uid, "watch", "access-a"), LONG_MS, 3) is True
+    assert await presence.set_route(_route(uid, "tv", "access-a"), LONG_MS) is True
+    assert len(await presence.routes(uid)) == 4
+
+
+async def test_expired_routes_do_not_count_against_the_limit(
+    presence: Presence, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    assert await presence.set_route(_route(uid, "lost", "access-a"), 200, 1) is True
+    assert await presence.set_route(_route(uid, "new", "access-a"), LONG_MS, 1) is False
+    await asyncio.sleep(0.3)
+    assert await presence.set_route(_route(uid, "new", "access-a"), LONG_MS, 1) is True
+    assert await presence.routes(uid) == [_route(uid, "new", "access-a")]
+
+
+async def test_concurrent_logins_cannot_both_take_the_last_slot(
+    presence: Presence, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    outcomes = await asyncio.gather(
+        *(presence.set_route(_route(uid, f"device-{n}", "access-a"), LONG_MS, 4) for n in range(12))
+    )
+    assert sorted(outcomes) == [False] * 8 + [True] * 4
+    assert len(await presence.routes(uid)) == 4

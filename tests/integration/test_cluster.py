@@ -28,6 +28,7 @@ from fishchat.proto.gen.external import access_pb2
 from fishchat.protocol.codec import encode_frame
 from fishchat.protocol.commands import Cmd, ErrCode, ReconnectReason
 from fishchat.serve.config import ROLES
+from tests.integration import device_scenarios
 from tests.integration.cluster_fixtures import (
     ROLE_SERVICES,
     cluster_client,
@@ -39,11 +40,14 @@ from tests.integration.cluster_fixtures import (
 from tests.integration.harness import PASSWORD, Inbox, Wire, eventually, outcomes, register
 
 pytestmark = pytest.mark.timeout(120)
+#: The per-user device limit of this module's cluster (the device scenarios run into it).
+MAX_DEVICES = 3
 
 
 @pytest.fixture(scope="module")
 def cluster(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
+    settings = {"chat": {"max_devices": MAX_DEVICES}}
+    with running_cluster(tmp_path_factory.mktemp("cluster"), settings=settings) as running:
         yield running
 
 
@@ -228,12 +232,42 @@ async def test_garbage_frames_close_only_that_connection(cluster: Cluster) -> No
         assert all(proc.alive() for proc in cluster.processes.values())
 
 
+def _deployment(cluster: Cluster) -> device_scenarios.Deployment:
+    """Device n of a user logs in on access server n mod 2: the devices of one user on both."""
+    return device_scenarios.Deployment(cluster.api_url, cluster.gateway, cluster.access_endpoints)
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["original", "named"])
+@pytest.mark.parametrize("count", [2, 3])
+async def test_devices_on_both_access_servers_receive_p2p_and_group(
+    cluster: Cluster, count: int, named: bool
+) -> None:
+    await device_scenarios.every_device_receives_p2p_and_group(_deployment(cluster), count, named=named)
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["original", "named"])
+async def test_an_offline_device_catches_up_across_access_servers(cluster: Cluster, named: bool) -> None:
+    await device_scenarios.an_offline_device_catches_up(_deployment(cluster), named=named)
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["original", "named"])
+async def test_a_device_moving_to_the_other_access_server_replaces_only_itself(
+    cluster: Cluster, named: bool
+) -> None:
+    await device_scenarios.a_device_logging_in_again_replaces_only_itself(_deployment(cluster), named=named)
+
+
+async def test_the_device_limit_holds_across_access_servers(cluster: Cluster) -> None:
+    await device_scenarios.one_device_too_many_is_refused(_deployment(cluster), MAX_DEVICES)
+
+
 async def test_gateway_prefers_the_least_loaded_access_server(cluster: Cluster) -> None:
-    uid, token = await register(cluster.api_url)
+    users = [await register(cluster.api_url) for _ in range(12 // MAX_DEVICES)]
     busy, idle = cluster.access_endpoints
     wires = [await Wire.open(busy) for _ in range(12)]
     try:
         for n, wire in enumerate(wires):
+            uid, token = users[n % len(users)]
             assert (await wire.login(uid, token, f"load-{n}")).errCode == 0
 
         async def prefers_idle() -> bool:

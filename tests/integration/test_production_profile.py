@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from fishchat.client import ApiClient, ChatClient, ChatMessage
 from fishchat.production.mysql import mysql_server_execute
+from tests.integration import device_scenarios
 from tests.integration.harness import TEST_CONFIG, ChatServer, Inbox, chat_client, register
 
 
@@ -96,6 +97,10 @@ async def _cleanup(env: dict[str, str], database: str, topics: list[str]) -> Non
         await asyncio.to_thread(drop)
 
 
+#: The per-user device limit of this module's server (the device scenarios run into it).
+MAX_DEVICES = 3
+
+
 @pytest.fixture(scope="module")
 def production_server(
     stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
@@ -116,6 +121,7 @@ def production_server(
         "FISHCHAT_VERSIONS_PREFIX": f"/it-{run}/seqs/",
         "FISHCHAT_REGISTRY_PREFIX": f"/it-{run}/services/",
         "FISHCHAT_SNOWFLAKE_PREFIX": f"/it-{run}/snowflake/",
+        "FISHCHAT_CHAT_MAX_DEVICES": str(MAX_DEVICES),
     }
     for variable in ("FISHCHAT_CACHE",):
         if variable in os.environ:
@@ -231,6 +237,38 @@ async def test_retried_send_is_stored_once(production_server: ProductionServer) 
             ("retry-1", "only once"),
             ("retry-2", "after the retry"),
         ]
+
+
+def _deployment(server: ProductionServer) -> device_scenarios.Deployment:
+    return device_scenarios.Deployment(server.api, server.gateway, [server.access])
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["original", "named"])
+@pytest.mark.parametrize("count", [2, 3])
+async def test_every_device_receives_p2p_and_group(
+    production_server: ProductionServer, count: int, named: bool
+) -> None:
+    await device_scenarios.every_device_receives_p2p_and_group(
+        _deployment(production_server), count, named=named
+    )
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["original", "named"])
+async def test_an_offline_device_catches_up(production_server: ProductionServer, named: bool) -> None:
+    await device_scenarios.an_offline_device_catches_up(_deployment(production_server), named=named)
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["original", "named"])
+async def test_a_device_logging_in_again_replaces_only_itself(
+    production_server: ProductionServer, named: bool
+) -> None:
+    await device_scenarios.a_device_logging_in_again_replaces_only_itself(
+        _deployment(production_server), named=named
+    )
+
+
+async def test_one_device_too_many_is_refused(production_server: ProductionServer) -> None:
+    await device_scenarios.one_device_too_many_is_refused(_deployment(production_server), MAX_DEVICES)
 
 
 async def test_timelines_survive_a_restart(production_server: ProductionServer) -> None:

@@ -217,7 +217,12 @@ def test_reconnect_notice_plans() -> None:
 
 
 def test_login_failures_worth_retrying() -> None:
-    for code in (ErrCode.SERVER_ERR, ErrCode.SERVICE_UNAVAILABLE, ErrCode.RATE_LIMITED):
+    for code in (
+        ErrCode.SERVER_ERR,
+        ErrCode.SERVICE_UNAVAILABLE,
+        ErrCode.RATE_LIMITED,
+        ErrCode.TOO_MANY_DEVICES,
+    ):
         assert not login_failure_is_fatal(code)
     for code in (ErrCode.TOKEN_INVALID, ErrCode.TOKEN_EXPIRED, ErrCode.NO_TOKEN, ErrCode.CALC_TOKEN_FAILED):
         assert login_failure_is_fatal(code)

@@ -10,11 +10,20 @@ from pathlib import Path
 import pytest
 
 from fishchat.domain import AccessNode, ChatService, ChatSettings, ManualClock, Notice, ServiceInstance
-from fishchat.domain.errors import BadToken, InvalidField, NoAccessServer, NoSuchUser, NotLoggedIn, NoToken
+from fishchat.domain.errors import (
+    BadToken,
+    InvalidField,
+    NoAccessServer,
+    NoSuchUser,
+    NotLoggedIn,
+    NoToken,
+    TooManyDevices,
+)
 from fishchat.domain.passwords import ScryptParams
 from fishchat.domain.settings import ORIGINAL_LEGACY_SALT
 from fishchat.domain.tokens import legacy_token
 from fishchat.embedded import EmbeddedBackend
+from fishchat.errcodes import ErrCode
 
 SETTINGS = ChatSettings(scrypt=ScryptParams(log2_n=4), route_ttl_s=30)
 ALICE, BOB = 1, 2
@@ -134,6 +143,29 @@ async def test_the_senders_other_devices_are_notified_of_its_own_copy(
     result = await chat.send_p2p(ALICE, BOB, "from-phone", "hi")
     assert await backend.drain(5)
     assert inboxes.by_node["access-b"] == [Notice(ALICE, result.version)]
+
+
+async def test_a_device_limit_refuses_one_more_device(backend: EmbeddedBackend, clock: ManualClock) -> None:
+    chat = ChatService(
+        backend.ports, ChatSettings(scrypt=SETTINGS.scrypt, route_ttl_s=30, max_devices=2), clock
+    )
+    await login(chat, BOB, "phone", NODE_A)
+    await login(chat, BOB, "laptop", NODE_B)
+    with pytest.raises(TooManyDevices, match="too many devices: uid 2 has 2 logged in") as refused:
+        await login(chat, BOB, "tablet", NODE_A)
+    assert refused.value.code == ErrCode.TOO_MANY_DEVICES == 93008
+    await login(chat, BOB, "phone", NODE_B)  # a known device logging in again is no new device
+    await login(chat, ALICE, "tablet", NODE_A)  # the limit is per user
+    await chat.disconnect(BOB, "laptop", NODE_B.node_id)
+    await login(chat, BOB, "tablet", NODE_A)  # a device that left frees its place
+    clock.advance(SETTINGS.route_ttl_s * 1000)  # ... and so does one that went silent
+    await login(chat, BOB, "watch", NODE_A)
+    assert {r.device for r in await chat.presence.routes(BOB)} == {"watch"}
+
+
+def test_the_device_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_devices"):
+        ChatSettings(max_devices=0).validate()
 
 
 async def test_routes_expire_without_ping(

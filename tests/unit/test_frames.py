@@ -13,7 +13,6 @@ from fishchat.protocol.codec import MAX_PAYLOAD, FrameDecoder, FrameTooLarge, Ma
 from fishchat.protocol.commands import ERR_STR, Cmd, ErrCode, ReconnectReason, err_str
 from fishchat.protocol.frames import (
     ACCESS_COMMANDS,
-    DEFAULT_DEVICE,
     GATEWAY_COMMANDS,
     MAX_MSG_BYTES,
     REPLY_TYPES,
@@ -255,7 +254,7 @@ def test_tokens() -> None:
 
 
 def test_devices() -> None:
-    assert frames.check_device("") == DEFAULT_DEVICE
+    assert frames.check_device("") == ""  # names no device: the server derives one
     assert frames.check_device("ios:iPhone_15.2-a") == "ios:iPhone_15.2-a"
     for bad in ("d" * 65, "a/b", "white space", "é", "a\x00"):
         expect_invalid(access_pb2.ReqLogin(cmd=Cmd.LOGIN, UID=1, token="t", device=bad), "device")

@@ -22,8 +22,11 @@ from enum import StrEnum
 from fishchat.client.records import Endpoint
 from fishchat.protocol.commands import ErrCode, ReconnectReason
 
-#: Login refusals worth retrying: the server failed or was busy, the credentials may well be fine.
-RETRYABLE_LOGIN_CODES: frozenset[int] = frozenset({ErrCode.RATE_LIMITED, ErrCode.NO_ACCESS_SERVER})
+#: Login refusals worth retrying: the server failed or was busy, the credentials may well be fine; or
+#: the user's other devices filled the device limit (a lost one's place frees when its route expires).
+RETRYABLE_LOGIN_CODES: frozenset[int] = frozenset(
+    {ErrCode.RATE_LIMITED, ErrCode.NO_ACCESS_SERVER, ErrCode.TOO_MANY_DEVICES}
+)
 
 
 class ClientState(StrEnum):

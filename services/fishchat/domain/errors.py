@@ -65,6 +65,10 @@ class TokenExpired(ChatError):
     code = ErrCode.TOKEN_EXPIRED
 
 
+class TooManyDevices(ChatError):
+    code = ErrCode.TOO_MANY_DEVICES
+
+
 class UserExists(ChatError):
     code = ErrCode.USER_ALREADY_EXISTS
 

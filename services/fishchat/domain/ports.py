@@ -96,8 +96,13 @@ class GroupStore(Protocol):
 class Presence(Protocol):
     """Routes `(uid, device) -> access node` with a TTL refreshed by ping (Redis keys with PX)."""
 
-    async def set_route(self, route: Route, ttl_ms: int) -> None:
-        """Create or replace the route of `(route.uid, route.device)`."""
+    async def set_route(self, route: Route, ttl_ms: int, max_devices: int = 0) -> bool:
+        """Create or replace the route of `(route.uid, route.device)`; True if set.
+
+        With `max_devices` > 0, a device without a live route is refused (False, nothing changes)
+        while the user has `max_devices` live routes already; replacing a device's route always works.
+        The check and the write are one atomic step (two logins at once cannot both take the last slot).
+        """
 
     async def refresh(self, uid: int, device: str, node_id: str, ttl_ms: int) -> Route | None:
         """Extend the TTL if the route exists and belongs to `node_id`.

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from fishchat.domain import validation
-from fishchat.domain.errors import NotLoggedIn
+from fishchat.domain.errors import NotLoggedIn, TooManyDevices
 from fishchat.domain.ports import Notifier, Presence
 from fishchat.domain.records import AccessNode, Notice, Route
 from fishchat.domain.settings import ChatSettings
@@ -39,9 +39,15 @@ class PresenceService:
         return Route(uid=uid, device=device, node_id=node.node_id, address=node.address)
 
     async def connect(self, uid: int, device: str, node: AccessNode) -> Route:
-        """Route the device to `node` (replacing a route to another node: the newest login wins)."""
+        """Route the device to `node` (replacing a route to another node: the newest login of a device
+        wins). `TooManyDevices` when the user has `max_devices` other devices online."""
         route = self._check(uid, device, node)
-        await self._presence.set_route(route, self._ttl_ms)
+        limit = self._settings.max_devices
+        if not await self._presence.set_route(route, self._ttl_ms, limit):
+            raise TooManyDevices(
+                f"too many devices: uid {route.uid} has {limit} logged in, the most allowed: log one out "
+                f"(or wait until a lost one times out, {self._settings.route_ttl_s} s) and retry"
+            )
         return route
 
     async def ping(self, uid: int, device: str, node: AccessNode) -> None:
@@ -49,6 +55,7 @@ class PresenceService:
         route = self._check(uid, device, node)
         current = await self._presence.refresh(route.uid, route.device, route.node_id, self._ttl_ms)
         if current is None:
+            # The session was admitted at login; presence lost its route (a restart): no limit here.
             await self._presence.set_route(route, self._ttl_ms)
         elif current.node_id != route.node_id:
             raise NotLoggedIn(f"device {route.device!r} is now logged in on another access server")

@@ -33,6 +33,8 @@ class ChatSettings:
     password_min_chars: int = 8
     password_max_chars: int = 128
     device_max_chars: int = 64
+    # Devices of one user logged in at once; a login of one more device is refused (93008).
+    max_devices: int = 10
     msg_id_max_bytes: int = 128
     body_max_bytes: int = 32 * 1024
     sync_max_count: int = 200
@@ -52,6 +54,7 @@ class ChatSettings:
             "group_name_max_chars": self.group_name_max_chars,
             "password_min_chars": self.password_min_chars,
             "device_max_chars": self.device_max_chars,
+            "max_devices": self.max_devices,
             "msg_id_max_bytes": self.msg_id_max_bytes,
             "body_max_bytes": self.body_max_bytes,
             "sync_max_count": self.sync_max_count,

@@ -33,9 +33,14 @@ class InMemoryPresence:
             for uid in list(self._routes):
                 self._live(uid)
 
-    async def set_route(self, route: Route, ttl_ms: int) -> None:
+    async def set_route(self, route: Route, ttl_ms: int, max_devices: int = 0) -> bool:
         self._sweep()
-        self._routes.setdefault(route.uid, {})[route.device] = (route, self._clock.now_ms() + ttl_ms)
+        devices = self._live(route.uid)
+        if 0 < max_devices <= len(devices) and route.device not in devices:
+            return False
+        self._routes[route.uid] = devices
+        devices[route.device] = (route, self._clock.now_ms() + ttl_ms)
+        return True
 
     async def refresh(self, uid: int, device: str, node_id: str, ttl_ms: int) -> Route | None:
         entry = self._live(uid).get(device)

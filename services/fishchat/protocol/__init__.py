@@ -21,7 +21,6 @@ from fishchat.protocol.codec import (
 from fishchat.protocol.commands import ERR_STR, Cmd, ErrCode, MsgType, ReconnectReason, err_str
 from fishchat.protocol.frames import (
     ACCESS_COMMANDS,
-    DEFAULT_DEVICE,
     DEFAULT_LIMITS,
     GATEWAY_COMMANDS,
     MAX_MSG_BYTES,
@@ -45,7 +44,6 @@ from fishchat.protocol.frames import (
 
 __all__ = [
     "ACCESS_COMMANDS",
-    "DEFAULT_DEVICE",
     "DEFAULT_LIMITS",
     "ERR_STR",
     "GATEWAY_COMMANDS",

@@ -49,8 +49,6 @@ MAX_MSG_ID_BYTES = 64
 MAX_TOKEN_BYTES = 256
 #: Device names: a short identifier, part of route keys.
 MAX_DEVICE_BYTES = 64
-#: The device of a login that names none (an original client): one device per uid, as before.
-DEFAULT_DEVICE = "default"
 
 _DEVICE_RE = re.compile(r"[A-Za-z0-9._:-]+")
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
@@ -256,9 +254,10 @@ def _token(token: str, cmd: int, limits: FieldLimits) -> None:
 
 
 def check_device(device: str, limits: FieldLimits = DEFAULT_LIMITS, *, cmd: int | None = None) -> str:
-    """The device name to use for a login (DEFAULT_DEVICE when empty), or InvalidField."""
+    """The device a login names ("" when it names none: the server derives one, see
+    `fishchat.domain.devices`), or InvalidField."""
     if not device:
-        return DEFAULT_DEVICE
+        return ""
     if len(device) > limits.max_device_bytes or not _DEVICE_RE.fullmatch(device):
         raise InvalidField(
             "device",

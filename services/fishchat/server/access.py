@@ -34,7 +34,8 @@ and, when it drains or a device logs in again, ResReconnect (20009). What this m
   that has not logged in within `login_timeout_s`. Pings refresh the device's presence route; so
   does any request when the route was last refreshed more than a ping interval ago.
 - **Several devices.** Each (uid, device) has one connection here; a new login of the same device
-  sends the old connection ResReconnect{reason: "replaced"} and closes it.
+  sends the old connection ResReconnect{reason: "replaced"} and closes it. A login without a device
+  field (every original client) is the device of its token (`fishchat.domain.devices`).
 - **Drain** (SIGTERM): stop accepting, leave the registry (the gateway stops handing this server
   out), send every client ResReconnect{reason: "draining"}, refuse new requests with 90002, let the
   requests already received finish (their acks are written), then close.
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.protobuf.message import Message
 
+from fishchat.domain.devices import implicit_device
 from fishchat.domain.discovery import ACCESS_ROLE
 from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch, Unavailable
 from fishchat.domain.ordering import SendSequence, SendTicket
@@ -346,6 +348,8 @@ class AccessConnection(FramedConnection):
         server = self.server
         try:
             device = check_device(request.device, server.limits, cmd=Cmd.LOGIN)
+            if not device:  # an original client: a device of its token (a re-login: this connection's)
+                device = self.device or implicit_device(request.UID, request.token, server.legacy_token_salt)
             try:
                 if self.uid is not None and (self.uid != request.UID or device != self.device):
                     raise UidMismatch(f"this connection is logged in as uid {self.uid} device {self.device}")
@@ -545,6 +549,7 @@ class AccessServer(FramedServer[AccessConnection]):
         self.announcer = announcer
         self.config = config
         self.limits = field_limits(config, chat)
+        self.legacy_token_salt = chat.legacy_token_salt
         self.node = AccessNode(node_id=config.node_id or "access", address=_UNBOUND)
         self.client_address = ""
         #: The WebSocket listener's port and the URL clients are handed for it ("" when turned off).

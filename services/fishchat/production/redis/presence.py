@@ -35,22 +35,28 @@ local function keep_key_for(ttl)
 end
 """
 
-# KEYS: routes. ARGV: device, node, address, ttl_ms.
+# KEYS: routes. ARGV: device, node, address, ttl_ms, max_devices (0: no limit). Returns 1 if set, 0 if
+# refused: the device has no live route and the user has max_devices live routes already.
 _SET = (
     _PRELUDE
     + """
 local now = now_ms()
 local ttl = tonumber(ARGV[4])
+local max_devices = tonumber(ARGV[5])
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   if parse(fields[i + 1]) <= now then
     redis.call('HDEL', KEYS[1], fields[i])
   end
 end
+if max_devices > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= max_devices then
+  return 0
+end
 if ttl <= 0 then
   -- A route that is dead on arrival just replaces (ends) the device's current one.
   redis.call('HDEL', KEYS[1], ARGV[1])
-  return 0
+  return 1
 end
 redis.call('HSET', KEYS[1], ARGV[1], encode(now + ttl, ARGV[2], ARGV[3]))
 keep_key_for(ttl)
@@ -141,11 +147,12 @@ class RedisPresence:
         self._remove = client.register_script(_REMOVE)
         self._routes = client.register_script(_ROUTES)
 
-    async def set_route(self, route: Route, ttl_ms: int) -> None:
-        await self._set(
+    async def set_route(self, route: Route, ttl_ms: int, max_devices: int = 0) -> bool:
+        accepted = await self._set(
             keys=[self._keys.routes(route.uid)],
-            args=[route.device, route.node_id, route.address, ttl_ms],
+            args=[route.device, route.node_id, route.address, ttl_ms, max_devices],
         )
+        return int(accepted) == 1
 
     async def refresh(self, uid: int, device: str, node_id: str, ttl_ms: int) -> Route | None:
         reply = await self._refresh(keys=[self._keys.routes(uid)], args=[device, node_id, ttl_ms])
