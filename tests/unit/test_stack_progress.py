@@ -48,7 +48,7 @@ def test_busy_names_the_innermost_step_and_forgets_finished_ones() -> None:
     with activity("kube", "installing"), activity("kube", "building kube-apiserver (go build)"):
         [(outer, inner)] = [pair for pair in busy() if pair[0].component == "kube"]
         assert (outer.what, inner.what) == ("installing", "building kube-apiserver (go build)")
-        line = heartbeat_line(outer, inner, now=inner.since + 135)
+        line = heartbeat_line(outer, inner, now=inner.since + 135.5)
         assert line.startswith(
             "[kube] still building kube-apiserver (go build): 2m15s so far (installing for"
         )
