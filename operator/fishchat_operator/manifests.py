@@ -71,7 +71,10 @@ def generated(root: Path) -> dict[Path, Callable[[], str]]:
     crd_text = render_crd()
     return {
         Path("crds") / "fishchatcluster.yaml": lambda: crd_text,
+        CHART / "crds" / "fishchatcluster.yaml": lambda: crd_text,
         Path("operator") / "rbac" / "clusterrole.yaml": rbac.render_cluster_role,
+        CHART / "templates" / "_rules.tpl": rbac.render_chart_helpers,
+        VALUES_SCHEMA: lambda: render_values_schema((root / VALUES_SCHEMA).read_text()),
     }
 
 

@@ -45,6 +45,13 @@ READY: Final = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+ROLE_REPLICAS: Final = Gauge(
+    "fishchat_operator_role_replicas",
+    "Pods of each role of a cluster, by state: desired (the spec) and ready (passing readiness), "
+    "as the operator last observed its Deployment.",
+    ["namespace", "name", "role", "state"],
+    registry=REGISTRY,
+)
 
 
 async def serve(host: str, port: int) -> web.AppRunner:

@@ -388,6 +388,8 @@ class Reconciler:
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         meta = body["metadata"]
+        # Exported before the unchanged check, so a restarted operator reports settled clusters too.
+        _export_metrics(meta["namespace"], meta["name"], status)
         new = to_mapping(status)
         current = body.get("status") or {}
         if all(current.get(key) == value for key, value in new.items()):
@@ -402,10 +404,6 @@ class Reconciler:
             metrics.ERRORS.labels("status").inc()
             raise
         self._transition_events(body, _previous_conditions(body), status)
-        ready = status.condition(ConditionType.READY.value)
-        metrics.READY.labels(meta["namespace"], meta["name"]).set(
-            1 if ready and ready.status == "True" else 0
-        )
         logger.info(
             "Status: %s",
             ", ".join(f"{c.type}={c.status} ({c.reason})" for c in status.conditions),
@@ -435,6 +433,16 @@ class Reconciler:
     def _event(self, body: Mapping[str, Any], type_: str, reason: Reason, message: str) -> None:
         # Kubernetes truncates long event messages anyway; keep them within its 1 KiB limit.
         self.post_event(body, type=type_, reason=reason.value, message=message[:1024])
+
+
+def _export_metrics(namespace: str, name: str, status: ClusterStatus) -> None:
+    ready = status.condition(ConditionType.READY.value)
+    metrics.READY.labels(namespace, name).set(1 if ready and ready.status == "True" else 0)
+    for role in ROLES:
+        counts = status.roles.of(role) if status.roles else None
+        if counts is not None:
+            metrics.ROLE_REPLICAS.labels(namespace, name, role.value, "desired").set(counts.desired)
+            metrics.ROLE_REPLICAS.labels(namespace, name, role.value, "ready").set(counts.ready)
 
 
 def _previous_conditions(body: Mapping[str, Any]) -> tuple[Condition, ...]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fishchat_operator.constants import (
     API_VERSION,
@@ -188,6 +189,17 @@ async def test_cluster_gets_children_topics_table_and_honest_conditions(
             text = await response.text()
         assert response.status == 200 and "fishchat_operator_reconciles_total" in text
         assert "fishchat_operator_reconcile_duration_seconds_bucket" in text
+        # Per cluster: Ready, and the per-role pod counts the chart's alerts and dashboard use.
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        cluster = (("name", "demo"), ("namespace", ns))
+        assert samples[("fishchat_operator_cluster_ready", cluster)] == 1.0
+        for state in ("desired", "ready"):
+            labels = tuple(sorted((*cluster, ("role", "access"), ("state", state))))
+            assert samples[("fishchat_operator_role_replicas", labels)] == 2.0, state
         async with http.get(operator.liveness_url) as response:
             assert response.status == 200
 
