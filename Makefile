@@ -16,7 +16,7 @@ venv: $(STAMP) $(PROTO_STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,operator]'
 	@touch $@
 
 # Protobuf and gRPC code is generated from the .proto files, never edited by hand.

@@ -75,6 +75,7 @@ class Ports:
     ETCD_PEER = 238
     KAFKA_BROKER = 92
     KAFKA_CONTROLLER = 93
+    KAFKA_NODE = 94  # the listener Pods of the stack's node use (fishchat.stack.network)
     HBASE_ZOOKEEPER = 181
     HBASE_MASTER = 160
     HBASE_REGIONSERVER = 162
@@ -84,6 +85,7 @@ class Ports:
     KUBE_ETCD_PEER = 248
     KUBE_APISERVER = 443
     KUBE_CONTROLLER_MANAGER = 257
+    KUBE_SCHEDULER = 259
 
     @staticmethod
     def of(offset: int) -> int:
@@ -342,6 +344,8 @@ class Component(ABC):
     """A server of the stack. Subclasses set `name` and implement the five steps."""
 
     name: str = ""
+    #: Components that must be up before this one starts (when they are part of the same stack).
+    requires: tuple[str, ...] = ()
 
     @property
     def workdir(self) -> Path:

@@ -9,6 +9,7 @@ import time
 
 from fishchat.stack.base import StackError, stack_dir
 from fishchat.stack.components import COMPONENTS, Stack
+from fishchat.stack.images import build_and_report
 from fishchat.stack.progress import ConsoleProgress
 from fishchat.stack.tools import TOOLS, ensure_tools
 
@@ -40,8 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         "and print one `name path` line per tool.",
     )
     tools.add_argument("names", nargs="*", metavar="tool", help=f"any of: {', '.join(TOOLS)} (default: all)")
+    images = sub.add_parser(
+        "images",
+        help="build FishChat's container images without a Docker daemon (make images), print their sizes",
+        description="Build ghcr.io/fishchat/fishchat, ghcr.io/fishchat/fishchat-operator and the node's "
+        "pause image with buildah (caches under FISHCHAT_CACHE).",
+    )
+    images.add_argument("--tag", action="append", default=[], help="an extra tag for both images")
     args = parser.parse_args(argv)
     try:
+        if args.command == "images":
+            return build_and_report(args.tag)
         if args.command == "tools":
             for name, path in ensure_tools(args.names or None).items():
                 print(f"{name} {path}")

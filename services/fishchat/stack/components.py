@@ -23,6 +23,7 @@ COMPONENTS: dict[str, str] = {
     "hbase": "fishchat.stack.hbase:HBase",
     "prometheus": "fishchat.stack.prometheus:Prometheus",
     "kube": "fishchat.stack.kube:KubeAPIServer",
+    "node": "fishchat.stack.node:Node",
 }
 
 
@@ -54,14 +55,30 @@ class Stack:
         """
         started: list[str] = []
         say = progress or (lambda _: None)
+        done = {c.name: threading.Event() for c in self.components}
+        failed: set[str] = set()
 
         def bring_up(component: Component) -> None:
+            try:
+                bring_up_after_requirements(component)
+            except BaseException:
+                failed.add(component.name)
+                raise
+            finally:
+                done[component.name].set()
+
+        def bring_up_after_requirements(component: Component) -> None:
             if component.running():
                 return
             began = time.monotonic()
             say(f"[{component.name}] installing if missing (log: {component.install_log})")
             with activity(component.name, "installing"):
                 component.install()
+            for required in component.requires:
+                if required in done:
+                    done[required].wait()
+                    if required in failed:
+                        raise StackError(component.name, f"not started: {required} failed")
             installed = time.monotonic()
             with activity(component.name, "starting"):
                 component.start()

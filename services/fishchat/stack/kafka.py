@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fishchat.stack import jvm
 from fishchat.stack.base import HOST, Component, Ports, Process, StackError, port_open, run, wait_until
+from fishchat.stack.network import ensure_network, network_possible
 
 KAFKA_VERSION = "4.4.0"
 HEAP = ("-Xms256m", "-Xmx512m")
@@ -130,13 +131,22 @@ class Kafka(Component):
     def _listeners(self) -> str:
         return f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}"
 
+    def _node_listener(self) -> str:
+        """A listener on the node network for Pods (Kafka hands clients the address they must use
+        next, so Pods need one of their own); none where this machine has no node network."""
+        if network_possible() is not None:
+            return ""
+        net = ensure_network(self.name, self.install_log)
+        return f",NODE://{net.host_ip}:{Ports.of(Ports.KAFKA_NODE)}"
+
     def _server_properties(self) -> str:
+        listeners = self._listeners() + self._node_listener()
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "listeners": self._listeners(),
-            "advertised.listeners": self._listeners(),
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,NODE:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "controller.quorum.bootstrap.servers": f"{HOST}:{self.controller_port}",

@@ -21,8 +21,10 @@ import os
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,16 +41,24 @@ from fishchat.stack.base import (
 )
 from fishchat.stack.etcd import EtcdInstance, ensure_etcd_binary
 from fishchat.stack.golang import go_build, go_build_lock, go_env, go_tool
+from fishchat.stack.network import ensure_network, network_possible, network_ready, node_network
 
 KUBE_VERSION = "v1.37.2"
 KUBE_MODULE = "k8s.io/kubernetes"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
+KUBELET = "kubelet"
+KUBE_PROXY = "kube-proxy"
+SCHEDULER = "kube-scheduler"
 BINARIES = (APISERVER, CONTROLLER_MANAGER)
+#: Built on demand by the node component (`fishchat.stack.node`, which also runs the scheduler:
+#: without a node there is nothing to schedule on), from the same pinned release.
+NODE_BINARIES = (KUBELET, KUBE_PROXY, SCHEDULER)
 
 # envtest's defaults: a service CIDR is mandatory, the ServiceAccount admission plugin is off
 # because without a token controller it would reject every Pod.
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: the first address of the range
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "fishchat-admin"
 ADMIN_GROUP = "system:masters"
@@ -91,7 +101,7 @@ def _go_output(component: str, args: list[str], cwd: Path, log: Path) -> str:
     return result.stdout
 
 
-def wrapper_go_mod(component: str, work: Path, log: Path) -> str:
+def wrapper_go_mod(component: str, work: Path, log: Path, names: tuple[str, ...] = BINARIES) -> str:
     """The wrapper's go.mod, derived from the pinned k8s.io/kubernetes go.mod.
 
     Every staging module that Kubernetes both requires and replaces with a local path gets a
@@ -123,7 +133,7 @@ def wrapper_go_mod(component: str, work: Path, log: Path) -> str:
         f"{KUBE_MODULE} {KUBE_VERSION}.\nmodule fishchat.local/stack/kube",
         f"go {upstream['Go']}",
         f"require {KUBE_MODULE} {KUBE_VERSION}",
-        "tool (\n" + "".join(f"\t{KUBE_MODULE}/cmd/{name}\n" for name in BINARIES) + ")",
+        "tool (\n" + "".join(f"\t{KUBE_MODULE}/cmd/{name}\n" for name in names) + ")",
         "replace (\n" + "\n".join(replaces) + "\n)",
     ]
     if godebug:
@@ -149,9 +159,9 @@ def _version_ldflags() -> str:
     return " ".join(flags)
 
 
-def ensure_kube_binaries(component: str, log: Path) -> dict[str, Path]:
-    """The cached kube-apiserver and kube-controller-manager, built once per pinned version."""
-    binaries = {name: kube_binary(name) for name in BINARIES}
+def ensure_kube_binaries(component: str, log: Path, names: tuple[str, ...] = BINARIES) -> dict[str, Path]:
+    """The cached binaries of the pinned release (by default the control plane's), built once."""
+    binaries = {name: kube_binary(name) for name in names}
     if all(path.is_file() for path in binaries.values()):
         return binaries
     with go_build_lock(component):
@@ -163,7 +173,7 @@ def ensure_kube_binaries(component: str, log: Path) -> dict[str, Path]:
         module_dir.mkdir(parents=True, exist_ok=True)
         for leftover in ("go.mod", "go.sum"):  # of an interrupted build: start from scratch
             (module_dir / leftover).unlink(missing_ok=True)
-        (module_dir / "go.mod").write_text(wrapper_go_mod(component, module_dir, log))
+        (module_dir / "go.mod").write_text(wrapper_go_mod(component, module_dir, log, tuple(missing)))
         go_build(
             component,
             module_dir,
@@ -193,6 +203,13 @@ class KubeAPIServer(Component):
     @property
     def pki(self) -> Path:
         return self.workdir / "pki"
+
+    @property
+    def advertise_host(self) -> str:
+        """Where Pods reach the API server (the `kubernetes` Service's endpoint): the machine's end of
+        the node network when there is one (`fishchat.stack.network`), else loopback (no Pods run)."""
+        net = node_network()
+        return net.host_ip if network_ready(net) else HOST
 
     @property
     def kubeconfig(self) -> Path:
@@ -233,6 +250,8 @@ class KubeAPIServer(Component):
         ]:
             if not process.alive() and port_open(port):
                 raise StackError(self.name, f"port {port} is taken by another process", process.log)
+        if network_possible() is None:
+            ensure_network(self.name, self.install_log)
         self._make_pki()
         self._write_kubeconfig()
         self.etcd.start(etcd_binary)
@@ -273,19 +292,23 @@ class KubeAPIServer(Component):
     def _openssl(self, *args: str) -> None:
         run(self.name, ["openssl", *args], self.install_log, cwd=self.pki, timeout=60)
 
+    def _serving_names(self) -> str:
+        names = ["IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes"]
+        names += [f"DNS:kubernetes.default{suffix}" for suffix in ("", ".svc", ".svc.cluster.local")]
+        if self.advertise_host != HOST:
+            names.append(f"IP:{self.advertise_host}")
+        return ",".join(names)
+
     def _make_pki(self) -> None:
-        """A CA, serving and client certificates and the service-account key pair, made once."""
+        """A CA, serving and client certificates and the service-account key pair, made once per
+        recipe (the serving names change when the node network comes or goes)."""
         self.pki.mkdir(parents=True, exist_ok=True)
-        wanted = [
-            "ca.crt",
-            "ca.key",
-            "sa.key",
-            "sa.pub",
-            "apiserver.crt",
-            "admin.crt",
-            "controller-manager.crt",
-        ]
-        if all((self.pki / name).is_file() for name in wanted):
+        wanted = ["ca.crt", "ca.key", "sa.key", "sa.pub", "apiserver.crt", "admin.crt"]
+        wanted += ["controller-manager.crt", "kubelet-client.crt"]
+        recipe = self.pki / "recipe"
+        if all((self.pki / name).is_file() for name in wanted) and (
+            recipe.is_file() and recipe.read_text() == self._serving_names()
+        ):
             return
         for stale in self.pki.iterdir():
             stale.unlink()
@@ -295,8 +318,7 @@ class KubeAPIServer(Component):
             "keyUsage = critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier = hash\n"
             "[serving]\nbasicConstraints = critical,CA:FALSE\n"
             "keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth\n"
-            "subjectAltName = IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+            f"subjectAltName = {self._serving_names()}\n"
             "[client]\nbasicConstraints = critical,CA:FALSE\n"
             "keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = clientAuth\n"
         )
@@ -309,19 +331,29 @@ class KubeAPIServer(Component):
             ("apiserver", "/CN=kube-apiserver", "serving"),
             ("controller-manager", "/CN=kube-controller-manager", "serving"),
             ("admin", f"/O={ADMIN_GROUP}/CN={ADMIN_USER}", "client"),
+            # The API server's identity towards kubelets (logs, exec, port-forward).
+            ("kubelet-client", f"/O={ADMIN_GROUP}/CN=kube-apiserver-kubelet-client", "client"),
         ]:
-            self._openssl(
-                "req", "-new", *ec_key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", subject, "-config", "openssl.cnf",
-            )  # fmt: skip
-            self._openssl(
-                "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", "3650",
-                "-extfile", "openssl.cnf", "-extensions", extensions,
-            )  # fmt: skip
+            self.sign(name, subject, extensions)
         # Service-account tokens are signed with RS256 by default, so this key is RSA.
         self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key")
         self._openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
+        recipe.write_text(self._serving_names())
+
+    def sign(self, name: str, subject: str, extensions: str, out_dir: Path | None = None) -> None:
+        """A key and a certificate signed by the stack's CA (`extensions`: serving or client)."""
+        target = out_dir or self.pki
+        target.mkdir(parents=True, exist_ok=True)
+        ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        key, csr, crt = (str(target / f"{name}.{ext}") for ext in ("key", "csr", "crt"))
+        self._openssl(
+            "req", "-new", *ec_key, "-keyout", key, "-out", csr, "-subj", subject, "-config", "openssl.cnf",
+        )  # fmt: skip
+        self._openssl(
+            "x509", "-req", "-in", csr, "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", crt, "-days", "3650",
+            "-extfile", "openssl.cnf", "-extensions", extensions,
+        )  # fmt: skip
 
     def _write_kubeconfig(self) -> None:
         def b64(name: str) -> str:
@@ -365,23 +397,26 @@ class KubeAPIServer(Component):
         pki = self.pki
         return [
             binary,
-            f"--advertise-address={HOST}",
+            f"--advertise-address={self.advertise_host}",
             f"--bind-address={HOST}",
             f"--secure-port={self.port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--etcd-servers={self.etcd.client_url}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             # Loopback may not be published as the `kubernetes` Service endpoint (1.37 refuses it);
-            # nothing in the cluster needs that endpoint: there are no Pods running.
-            "--endpoint-reconciler-type=none",
+            # without the node network no Pod runs that would need it.
+            f"--endpoint-reconciler-type={'lease' if self.advertise_host != HOST else 'none'}",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
             "--profiling=false",
             "--v=1",
         ]
@@ -423,6 +458,17 @@ class KubeAPIServer(Component):
     def _get(self, url: str, client_cert: bool) -> str:
         with urllib.request.urlopen(url, timeout=5.0, context=self._tls(client_cert)) as response:
             return str(response.read().decode())
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """GET an API path as the stack's admin; {} when it does not exist."""
+        try:
+            body = self._get(f"https://{HOST}:{self.port}{path}", client_cert=True)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return {}
+            raise
+        result = json.loads(body)
+        return result if isinstance(result, dict) else {}
 
     def _apiserver_ready(self) -> bool:
         return self._get(f"https://{HOST}:{self.port}/readyz", client_cert=True).strip() == "ok"
