@@ -738,3 +738,60 @@ async def test_sigterm_drains_and_data_survives_a_restart(
     finally:
         await reader.close()
     assert server.stop() == 0
+
+
+async def test_receipts_reach_the_sender_and_only_clients_that_ask(chat_server: ChatServer) -> None:
+    alice, alice_token = await register(chat_server.api)
+    bob, bob_token = await register(chat_server.api)
+    mallory, _ = await register(chat_server.api)
+    alice_inbox, bob_inbox = Inbox(), Inbox()
+    async with (
+        chat_client(chat_server, alice, alice_token, on_message=alice_inbox, receipts=True) as alice_client,
+        chat_client(chat_server, bob, bob_token, on_message=bob_inbox, receipts=True) as bob_client,
+    ):
+        first = await alice_client.send_p2p(bob, "one")
+        second = await alice_client.send_p2p(bob, "two")
+        received = await bob_inbox.wait_bodies("one", "two")
+        last = next(m for m in received if m.body == "two")
+        await bob_client.mark_delivered(last.version, peer_uid=alice)
+        receipt_version = await bob_client.mark_read(last.version, peer_uid=alice)
+        assert receipt_version > last.version
+        # Marking again is idempotent: the same receipt.
+        assert await bob_client.mark_read(last.version, peer_uid=alice) == receipt_version
+        marks = await alice_inbox.wait_for(lambda ms: sum(m.is_receipt for m in ms) >= 2)
+        delivered, read = (m for m in marks if m.is_receipt)
+        assert (delivered.msg_type, read.msg_type) == ("delivered", "read")
+        # The mark names the message by its server id, the same as in alice's ack.
+        assert read.source_uid == bob and read.mark_server_msg_id == second.server_msg_id
+        assert read.mark_version == last.version and first.server_msg_id < second.server_msg_id
+        # Bob's own timeline holds the receipt too (his other devices learn what he read).
+        await bob_inbox.wait_for(lambda ms: any(m.is_receipt and m.version == receipt_version for m in ms))
+        # Only one's own timeline can be marked, and only at a message of that conversation.
+        for peer, version, code in (
+            (mallory, last.version, ErrCode.INVALID_FIELD),  # no such conversation there
+            (alice, receipt_version, ErrCode.INVALID_FIELD),  # a receipt is not a message
+            (alice, receipt_version + 1000, ErrCode.INVALID_FIELD),  # beyond the timeline
+        ):
+            with pytest.raises(RequestRefused) as refused:
+                await bob_client.mark_read(version, peer_uid=peer)
+            assert refused.value.code == code
+    wire = await chat_server.wire()
+    try:
+        assert (await wire.login(bob, bob_token)).errCode == 0
+        await wire.send(access_pb2.ReqMark(cmd=Cmd.MARK_READ, UID=alice, peerUID=alice, version=1))
+        spoofed = await wire.reply(access_pb2.ResMark, Cmd.MARK_READ)
+        assert spoofed.errCode == ErrCode.UID_MISMATCH
+        await wire.send(access_pb2.ReqMark(cmd=Cmd.MARK_READ, UID=bob, peerUID=alice, groupID=5, version=1))
+        both = await wire.reply(access_pb2.ResMark, Cmd.MARK_READ)
+        assert both.errCode == ErrCode.INVALID_FIELD
+    finally:
+        await wire.close()
+    # An original client (no receipts flag) syncs the messages only; its cursor still passes the receipts.
+    reader = await chat_server.wire()
+    try:
+        assert (await reader.login(alice, alice_token)).errCode == 0
+        page = await reader.sync(alice, 0)
+        assert [e.msg for e in page.Msgs] == ["one", "two"] and not page.more
+        assert page.currentID > page.Msgs[-1].version  # past bob's receipts
+    finally:
+        await reader.close()

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -309,9 +310,11 @@ async def chain(namespaced: Namespaced, register: RunningRole) -> AsyncIterator[
                     await roles[role].shutdown()
 
 
-def _client(chain: dict[str, RunningRole], uid: int, token: str, inbox: Inbox) -> ChatClient:
+def _client(chain: dict[str, RunningRole], uid: int, token: str, inbox: Inbox, **options: Any) -> ChatClient:
     gateway = Endpoint(HOST, chain["gateway"].ready["client"])
-    return ChatClient(uid, token, gateway=gateway, on_message=inbox, ping_interval=1.0, request_timeout=10.0)
+    return ChatClient(
+        uid, token, gateway=gateway, on_message=inbox, ping_interval=1.0, request_timeout=10.0, **options
+    )
 
 
 async def test_chain_access_routes_and_announcement(chain: dict[str, RunningRole]) -> None:
@@ -374,6 +377,28 @@ async def test_chain_p2p_send_is_received_through_notify_and_sync(chain: dict[st
         with pytest.raises(RequestRefused) as unknown:
             await alice_client.send_p2p(new_uid(), "nobody there")
         assert unknown.value.code == ErrCode.NO_SUCH_USER
+
+
+async def test_chain_websocket_client_and_read_receipts(chain: dict[str, RunningRole]) -> None:
+    """A browser's path: the HTTP API names the access server's WebSocket; receipts go through logic."""
+    api_url = f"http://{chain['register'].address('http')}"
+    async with aiohttp.ClientSession() as http, http.post(f"{api_url}/x/access/server") as response:
+        answer = await response.json()
+    access = chain["access"]
+    assert answer["data"]["wsURL"] == f"ws://{access.address('ws')}/ws"
+    alice, alice_token = await _user(api_url)
+    bob, bob_token = await _user(api_url)
+    alice_inbox, bob_inbox = Inbox(), Inbox()
+    async with (
+        _client(chain, alice, alice_token, alice_inbox, websocket=True, receipts=True) as on_ws,
+        _client(chain, bob, bob_token, bob_inbox, receipts=True) as on_tcp,
+    ):
+        ack = await on_ws.send_p2p(bob, "read me")
+        (message,) = await bob_inbox.wait_bodies("read me", timeout_s=20)
+        await on_tcp.mark_read(message.version, peer_uid=alice)
+        marks = await alice_inbox.wait_for(lambda ms: any(m.is_receipt for m in ms), timeout_s=20)
+        read = next(m for m in marks if m.is_receipt)
+        assert (read.msg_type, read.source_uid, read.mark_server_msg_id) == ("read", bob, ack.server_msg_id)
 
 
 async def test_logic_sync_rpc_pages_the_timeline_and_refuses_bad_fields(

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from fishchat.client import Endpoint
 from fishchat.domain.ordering import UNORDERED, SendTicket
-from fishchat.domain.records import AccessNode, Notice, SendResult, Session, SyncPage
+from fishchat.domain.records import AccessNode, MsgType, Notice, SendResult, Session, SyncPage
 from fishchat.domain.settings import ChatSettings
 from fishchat.embedded.notifier import InProcessNotifier
 from fishchat.embedded.registry import InMemoryRegistry
@@ -59,6 +59,18 @@ class SlowLoginCore:
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
     ) -> SyncPage:
+        raise AssertionError("not used")
+
+    async def mark(
+        self,
+        uid: int,
+        kind: MsgType,
+        peer_uid: int,
+        gid: int,
+        version: int,
+        *,
+        ticket: SendTicket = UNORDERED,
+    ) -> SendResult:
         raise AssertionError("not used")
 
 

@@ -79,8 +79,14 @@ ADDED: dict[str, dict[str, tuple[int, str]]] = {
         "serverMsgID": (10, "uint64"),
         "timestamp": (11, "int64"),
     },
-    "ReqSyncMsg": {"limit": (5, "uint32")},
-    "offsetMsg": {"version": (7, "int64"), "timestamp": (8, "int64"), "serverMsgID": (9, "uint64")},
+    "ReqSyncMsg": {"limit": (5, "uint32"), "receipts": (6, "bool")},
+    "offsetMsg": {
+        "version": (7, "int64"),
+        "timestamp": (8, "int64"),
+        "serverMsgID": (9, "uint64"),
+        "markVersion": (11, "int64"),
+        "markServerMsgID": (12, "uint64"),
+    },
     "ResSyncMsg": {"more": (7, "bool")},
     "ResSelectAccessServerForClient": {"wsURL": (6, "string")},
     "ResReconnect": {
@@ -91,7 +97,16 @@ ADDED: dict[str, dict[str, tuple[int, str]]] = {
     },
 }
 SERVICES = {
-    "LogicRPC": {"Login", "Ping", "Logout", "SendP2PMsg", "SendGroupMsg", "SyncMsg", "AcceptP2PMsgAck"},
+    "LogicRPC": {
+        "Login",
+        "Ping",
+        "Logout",
+        "SendP2PMsg",
+        "SendGroupMsg",
+        "SyncMsg",
+        "AcceptP2PMsgAck",
+        "Mark",
+    },
     "RegisterServerRPC": {
         "Register",
         "Auth",
@@ -213,7 +228,7 @@ def test_sample_numbers_from_the_spec(inspected: dict[str, dict[str, object]]) -
 
 def test_external_protocol_has_exactly_the_known_messages(inspected: dict[str, dict[str, object]]) -> None:
     external = {name.split(".", 1)[1] for name in inspected["messages"] if name.startswith("external.")}
-    assert external == set(ORIGINAL) | {"ResReconnect"}
+    assert external == set(ORIGINAL) | {"ResReconnect", "ReqMark", "ResMark"}
 
 
 def test_messages_know_their_real_module(inspected: dict[str, dict[str, object]], generated: Path) -> None:

@@ -126,3 +126,32 @@ def test_gateway_reply() -> None:
 def test_metric_labels_are_bounded() -> None:
     assert cmd_label(Cmd.SEND_P2P_MSG) == "send_p2p_msg"
     assert cmd_label(123456) == "unknown" and cmd_label(None) == "none"
+
+
+def receipt(version: int, kind: MsgType = MsgType.READ) -> StoredMessage:
+    return StoredMessage(
+        uid=8,
+        version=version,
+        source_uid=7,
+        target_uid=8,
+        group_id=0,
+        msg_type=kind,
+        msg_id=f"{kind}:p7:{version - 1}",
+        body=f"{version - 1}:99{version}",
+        timestamp_ms=1_750_000_000_000 + version,
+    )
+
+
+def test_receipts_only_for_clients_that_ask() -> None:
+    page = SyncPage(messages=(stored(1), receipt(2), stored(3), receipt(4)), cursor=4, more=False)
+    asked = sync_reply(access_pb2.ReqSyncMsg(UID=8, currentID=0, receipts=True), page)
+    assert [e.msgType for e in asked.Msgs] == ["p2p", "read", "p2p", "read"] and asked.currentID == 4
+    mark = asked.Msgs[1]
+    assert (mark.markVersion, mark.markServerMsgID, mark.msg) == (1, 992, "")
+    # An original client sees the messages; its cursor still passes the receipt after the last one.
+    plain = sync_reply(access_pb2.ReqSyncMsg(UID=8, currentID=0), page)
+    assert [e.version for e in plain.Msgs] == [1, 3] and plain.currentID == 4 and not plain.more
+    # A page of receipts only: no entries, the cursor moves on, `more` kept.
+    only = SyncPage(messages=(receipt(5), receipt(6)), cursor=6, more=True)
+    empty = sync_reply(access_pb2.ReqSyncMsg(UID=8, currentID=4), only)
+    assert not empty.Msgs and empty.currentID == 6 and empty.more

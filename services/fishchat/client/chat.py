@@ -1,4 +1,4 @@
-"""`ChatClient`: one logged-in device speaking FishChat's client protocol over TCP.
+"""`ChatClient`: one logged-in device speaking FishChat's client protocol over TCP or WebSocket.
 
 It does what a chat app does with the protocol (design §3): find an access server through the gateway
 (or use a given address), log in with a token, ping so the server keeps the session, send p2p and
@@ -115,7 +115,9 @@ class ChatClient:
     (0: the server's default). `backoff` governs reconnects (None: never reconnect; a lost
     connection closes the client). `send_attempts` is how many connections one send may try.
     `auto_sync` false turns off syncing on connect and on notify (a send-only client); `sync()`
-    still works.
+    still works. `websocket` connects over WebSocket to the URL the gateway hands out (or to
+    `access_ws`, a `ws://` URL, without a gateway). `receipts` asks sync for receipt entries
+    ("delivered" / "read", see `ChatMessage`), delivered like messages.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class ChatClient:
         rng: random.Random | None = None,
         websocket: bool = False,
         access_ws: str | None = None,
+        receipts: bool = False,
     ) -> None:
         if uid <= 0:
             raise InvalidRequest(f"uid must be a positive id, not {uid}")
@@ -165,6 +168,7 @@ class ChatClient:
         self._token = token
         self._gateway = _endpoint(gateway, "gateway")
         self._access = _endpoint(access, "access")
+        self._receipts = receipts
         self._websocket = websocket or access_ws is not None
         self._access_ws = access_ws
         if access_ws is not None:
@@ -327,6 +331,27 @@ class ChatClient:
             raise RequestRefused(reply.errCode, reply.errStr, cmd=Cmd.SEND_GROUP_MSG)
         ack = SendAck.from_group(reply)
         return ack if ack.msg_id else dataclasses.replace(ack, msg_id=key, source_uid=self.uid)
+
+    async def mark_delivered(self, version: int, *, peer_uid: int = 0, group_id: int = 0) -> int:
+        """Tell the other side that this user has received the conversation with `peer_uid` (or group
+        `group_id`) up to `version` of its timeline (an entry of that conversation); returns the
+        version of the receipt in this user's own timeline. Idempotent."""
+        return await self._mark(Cmd.MARK_DELIVERED, version, peer_uid, group_id)
+
+    async def mark_read(self, version: int, *, peer_uid: int = 0, group_id: int = 0) -> int:
+        """As `mark_delivered`, for "read up to"."""
+        return await self._mark(Cmd.MARK_READ, version, peer_uid, group_id)
+
+    async def _mark(self, cmd: Cmd, version: int, peer_uid: int, group_id: int) -> int:
+        request = access_pb2.ReqMark(
+            cmd=cmd, UID=self.uid, peerUID=peer_uid, groupID=group_id, version=version
+        )
+        _check_request(request)
+        conn = await self._current()
+        reply = _expect(await self._exchange(conn, cmd, request), access_pb2.ResMark, cmd)
+        if reply.errCode != ErrCode.OK:
+            raise RequestRefused(reply.errCode, reply.errStr, cmd=cmd)
+        return int(reply.receiptVersion)
 
     async def ping(self) -> None:
         """One heartbeat now (the client also pings by itself every `ping_interval`)."""
@@ -708,7 +733,11 @@ class ChatClient:
             while True:
                 conn = await self._current()
                 request = access_pb2.ReqSyncMsg(
-                    cmd=Cmd.SYNC_MSG, UID=self.uid, currentID=self._cursor.version, limit=self._sync_limit
+                    cmd=Cmd.SYNC_MSG,
+                    UID=self.uid,
+                    currentID=self._cursor.version,
+                    limit=self._sync_limit,
+                    receipts=self._receipts,
                 )
                 self.stats.sync_requests += 1
                 reply = _expect(

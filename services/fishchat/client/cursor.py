@@ -74,6 +74,9 @@ class SyncCursor:
         if unversioned:
             # An original server: its page cursor is the only position there is.
             cursor = max(current_id, 0)
+        elif not entries and more and current_id > start:
+            # A page of entries this client did not ask for (receipts): the server moved past them.
+            cursor = current_id
         elif not entries and not more and current_id >= 0:
             # An empty final page states where the timeline ends. Below the cursor, the server healed
             # a cursor past its newest version (its data was reset): follow it, or new messages would

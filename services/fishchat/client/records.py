@@ -92,7 +92,9 @@ class ChatMessage:
     """One message of the user's timeline, as received by sync (or, from an original server, by push).
 
     `version` is its position in this user's timeline (0 for a legacy push, which has none).
-    `msg_type` is "p2p" or "group"; `group_id` is 0 for p2p.
+    `msg_type` is "p2p" or "group"; `group_id` is 0 for p2p. A client that asks for receipts also gets
+    entries of type "delivered" and "read": `source_uid` has received / read the conversation up to
+    `mark_version` of its own timeline, which is the message `mark_server_msg_id`.
     """
 
     version: int
@@ -104,10 +106,16 @@ class ChatMessage:
     body: str
     timestamp_ms: int = 0
     server_msg_id: int = 0
+    mark_version: int = 0
+    mark_server_msg_id: int = 0
 
     @property
     def is_group(self) -> bool:
         return self.msg_type == MsgType.GROUP or self.group_id != 0
+
+    @property
+    def is_receipt(self) -> bool:
+        return self.msg_type in (MsgType.DELIVERED, MsgType.READ)
 
     @classmethod
     def from_sync(cls, entry: access_pb2.offsetMsg) -> ChatMessage:
@@ -121,6 +129,8 @@ class ChatMessage:
             body=entry.msg,
             timestamp_ms=entry.timestamp,
             server_msg_id=entry.serverMsgID,
+            mark_version=entry.markVersion,
+            mark_server_msg_id=entry.markServerMsgID,
         )
 
     @classmethod

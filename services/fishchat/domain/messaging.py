@@ -34,6 +34,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from fishchat.domain import validation
 from fishchat.domain.clock import Clock
@@ -56,6 +57,7 @@ from fishchat.domain.records import (
     NewSend,
     SendResult,
     StoredMessage,
+    SyncPage,
 )
 from fishchat.domain.settings import ChatSettings
 
@@ -244,6 +246,88 @@ class MessagingService:
             except Exception:  # the message is durable; delivery completes the key when it stores it
                 log.exception("completing idempotency key %s/%r failed", send.source_uid, send.msg_id)
         return result
+
+    async def mark(
+        self,
+        uid: int,
+        kind: MsgType,
+        peer_uid: int,
+        gid: int,
+        version: int,
+        timelines: TimelineReader,
+        *,
+        ticket: SendTicket = UNORDERED,
+    ) -> SendResult:
+        """Record that `uid` has received (DELIVERED) or read (READ) the conversation with `peer_uid`
+        (or group `gid`) up to `version` of its own timeline, whose entry must be a message of that
+        conversation.
+
+        The receipt is an entry, like a message, in the timeline of the other side (p2p: the peer;
+        group: the sender of the marked message) and in `uid`'s own (its other devices follow); so it
+        is durable, notified and synced like a message, offline users included. Its body is
+        `receipt_body(version, server_msg_id)`: the other side finds the marked message by its server
+        id, the same in every copy. Marking the same version again is idempotent (msg id
+        `<kind>:<conversation>:<version>`).
+        """
+        try:
+            uid = validation.check_id(uid, "UID")
+            version = validation.check_id(version, "version")
+            if not kind.is_receipt:
+                raise InvalidField(f"{kind} is not a receipt kind")
+            if (peer_uid > 0) == (gid > 0) or peer_uid < 0 or gid < 0:
+                raise InvalidField("give exactly one of peerUID and groupID")
+            page = await timelines.sync(uid, version - 1, max_count=1)
+            entry = page.messages[0] if page.messages else None
+            if entry is None or entry.version != version:
+                raise InvalidField(f"there is no entry at version {version} of your timeline")
+            if entry.msg_type.is_receipt or not _in_conversation(entry, uid, peer_uid, gid):
+                raise InvalidField(f"version {version} is not a message of this conversation")
+            recipient = peer_uid if peer_uid else entry.source_uid
+            recipients = [uid] if recipient == uid else [recipient, uid]
+            conversation = f"g{gid}" if gid else f"p{peer_uid}"
+            return await self._accept(
+                uid,
+                f"{kind}:{conversation}:{version}",
+                receipt_body(version, entry.server_msg_id),
+                kind,
+                recipient,
+                recipients,
+                group_id=gid,
+                destination=gid or peer_uid,
+                ticket=ticket,
+            )
+        finally:
+            ticket.release()
+
+
+class TimelineReader(Protocol):
+    """Reading a user's own timeline (`SyncService`, or manager over gRPC in the logic role)."""
+
+    async def sync(
+        self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
+    ) -> SyncPage: ...
+
+
+def _in_conversation(entry: StoredMessage, uid: int, peer_uid: int, gid: int) -> bool:
+    if gid:
+        return entry.msg_type is MsgType.GROUP and entry.group_id == gid
+    parties = {entry.source_uid, entry.target_uid}
+    return entry.msg_type is MsgType.P2P and parties == {uid, peer_uid}
+
+
+def receipt_body(version: int, server_msg_id: int) -> str:
+    """The body of a receipt entry: the marked version (of the marker's timeline) and the server id of
+    the message there."""
+    return f"{version}:{server_msg_id}"
+
+
+def parse_receipt_body(body: str) -> tuple[int, int]:
+    """(marked version, its server message id) of a receipt entry; (0, 0) if the body is not one."""
+    version, _, server_msg_id = body.partition(":")
+    try:
+        return int(version), int(server_msg_id)
+    except ValueError:
+        return 0, 0
 
 
 def _consume_outcome(future: asyncio.Future[None]) -> None:

@@ -16,6 +16,14 @@ class MsgType(StrEnum):
 
     P2P = "p2p"
     GROUP = "group"
+    #: Receipts (`MessagingService.mark`): the source has received / read a conversation up to a
+    #: version of its own timeline; the body is `<version>:<serverMsgID of that entry>`.
+    DELIVERED = "delivered"
+    READ = "read"
+
+    @property
+    def is_receipt(self) -> bool:
+        return self in (MsgType.DELIVERED, MsgType.READ)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from fishchat.domain.records import (
     AccessNode,
     Group,
     IssuedToken,
+    MsgType,
     SendResult,
     ServiceInstance,
     Session,
@@ -203,6 +204,19 @@ class ChatService(AccountsAndGroups):
 
     async def latest_version(self, uid: int) -> int:
         return await self.syncing.latest_version(uid)
+
+    async def mark(
+        self,
+        uid: int,
+        kind: MsgType,
+        peer_uid: int,
+        gid: int,
+        version: int,
+        *,
+        ticket: SendTicket = UNORDERED,
+    ) -> SendResult:
+        """A receipt: `uid` has received / read a conversation up to `version` (`MessagingService.mark`)."""
+        return await self.messaging.mark(uid, kind, peer_uid, gid, version, self.syncing, ticket=ticket)
 
     # Gateway (10001)
 

@@ -45,6 +45,10 @@ class Cmd(IntEnum):
     LOGOUT = 20008
     #: FishChat: server -> client ResReconnect: this connection ends; reconnect elsewhere and sync.
     RECONNECT = 20009
+    #: FishChat: ReqMark / ResMark "delivered up to version V" of a conversation.
+    MARK_DELIVERED = 20010
+    #: FishChat: ReqMark / ResMark "read up to version V" of a conversation.
+    MARK_READ = 20011
     #: Server -> client Error: a frame the server could not understand or a failure outside any reply.
     ERR_SERVER = 90001
 
@@ -54,6 +58,9 @@ class MsgType(StrEnum):
 
     P2P = "p2p"
     GROUP = "group"
+    #: FishChat receipts (entries made by ReqMark): "delivered up to" and "read up to".
+    DELIVERED = "delivered"
+    READ = "read"
 
 
 class ReconnectReason(StrEnum):

@@ -134,6 +134,8 @@ REQUEST_TYPES: Mapping[Cmd, type[Message]] = MappingProxyType(
         Cmd.SEND_GROUP_MSG: access_pb2.ReqSendGroupMsg,
         Cmd.SYNC_MSG: access_pb2.ReqSyncMsg,
         Cmd.LOGOUT: access_pb2.ReqLogout,
+        Cmd.MARK_DELIVERED: access_pb2.ReqMark,
+        Cmd.MARK_READ: access_pb2.ReqMark,
     }
 )
 
@@ -150,6 +152,8 @@ REPLY_TYPES: Mapping[Cmd, type[Message]] = MappingProxyType(
         Cmd.NOTIFY: access_pb2.ResNotify,
         Cmd.LOGOUT: access_pb2.ResLogout,
         Cmd.RECONNECT: access_pb2.ResReconnect,
+        Cmd.MARK_DELIVERED: access_pb2.ResMark,
+        Cmd.MARK_READ: access_pb2.ResMark,
         Cmd.ERR_SERVER: error_pb2.Error,
     }
 )
@@ -307,6 +311,14 @@ def _validate_accept_ack(message: access_pb2.ReqAcceptP2PMsgAck, limits: FieldLi
     _msg_id(message, Cmd.ACCEPT_P2P_MSG_ACK, limits)
 
 
+def _validate_mark(message: access_pb2.ReqMark, limits: FieldLimits) -> None:
+    cmd = message.cmd
+    _positive_id(message, "UID", cmd)
+    _positive_id(message, "version", cmd)
+    if message.peerUID < 0 or message.groupID < 0 or (message.peerUID > 0) == (message.groupID > 0):
+        raise InvalidField("peerUID/groupID", "set exactly one, to a positive id", cmd=cmd)
+
+
 def _validate_nothing(message: Message, limits: FieldLimits) -> None:
     """ReqAccessServer has only cmd and cmdStr, and cmdStr is ignored."""
 
@@ -322,6 +334,7 @@ _VALIDATORS: Mapping[type[Message], Callable[[Any, FieldLimits], None]] = Mappin
         access_pb2.ReqSendGroupMsg: _validate_send_group,
         access_pb2.ReqSyncMsg: _validate_sync,
         access_pb2.ReqAcceptP2PMsgAck: _validate_accept_ack,
+        access_pb2.ReqMark: _validate_mark,
     }
 )
 
@@ -349,7 +362,12 @@ def acting_uid(message: Message) -> int | None:
     if isinstance(message, access_pb2.ReqAcceptP2PMsgAck):
         return message.targetUID
     if isinstance(
-        message, access_pb2.ReqLogin | access_pb2.ReqPing | access_pb2.ReqSyncMsg | access_pb2.ReqLogout
+        message,
+        access_pb2.ReqLogin
+        | access_pb2.ReqPing
+        | access_pb2.ReqSyncMsg
+        | access_pb2.ReqLogout
+        | access_pb2.ReqMark,
     ):
         return message.UID
     return None
@@ -569,6 +587,11 @@ def error_reply(
         return accept_ack_reply(code, text)
     if cmd == Cmd.LOGOUT:
         return logout_reply(code, text)
+    if cmd in (Cmd.MARK_DELIVERED, Cmd.MARK_READ):
+        reply = access_pb2.ResMark(cmd=cmd, errCode=code, errStr=text)
+        if isinstance(request, access_pb2.ReqMark):
+            reply.peerUID, reply.groupID, reply.version = request.peerUID, request.groupID, request.version
+        return reply
     return server_error(code, text)
 
 

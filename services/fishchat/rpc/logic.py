@@ -119,6 +119,18 @@ class LogicCore:
         cursor = validation.check_cursor(cursor)
         return await self._timelines.sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
 
+    async def mark(
+        self,
+        uid: int,
+        kind: MsgType,
+        peer_uid: int,
+        gid: int,
+        version: int,
+        *,
+        ticket: SendTicket = UNORDERED,
+    ) -> SendResult:
+        return await self._messaging.mark(uid, kind, peer_uid, gid, version, self._timelines, ticket=ticket)
+
 
 class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
     """LogicRPC over an `AccessCore`; registers itself on `rpc`. Every field is checked here or by the
@@ -233,6 +245,24 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
 
         return await self._rpc.answer("AcceptP2PMsgAck", logic_pb2.AcceptP2PMsgAckRes, work)
 
+    async def Mark(self, request: logic_pb2.MarkReq, context: Any) -> logic_pb2.MarkRes:
+        async def work() -> logic_pb2.MarkRes:
+            try:
+                kind = MsgType(request.kind)
+            except ValueError:
+                raise InvalidField(f"kind must be delivered or read, not {request.kind!r}") from None
+            result = await self._core.mark(
+                request.UID, kind, request.peerUID, request.groupID, request.version
+            )
+            return logic_pb2.MarkRes(
+                version=result.version,
+                serverMsgID=result.server_msg_id,
+                timestamp=result.timestamp_ms,
+                duplicate=result.duplicate,
+            )
+
+        return await self._rpc.answer("Mark", logic_pb2.MarkRes, work)
+
 
 # --- access's side ----------------------------------------------------------------------------------
 
@@ -307,6 +337,20 @@ class RemoteAccessCore:
         uid = validation.check_id(uid, "UID")
         cursor = validation.check_cursor(cursor)
         return await self._timelines.sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
+
+    async def mark(
+        self,
+        uid: int,
+        kind: MsgType,
+        peer_uid: int,
+        gid: int,
+        version: int,
+        *,
+        ticket: SendTicket = UNORDERED,
+    ) -> SendResult:
+        request = logic_pb2.MarkReq(UID=uid, kind=kind.value, peerUID=peer_uid, groupID=gid, version=version)
+        response = await self._in_turn("Mark", request, ticket)
+        return _send_result(f"{kind}:{version}", response)
 
 
 def _send_result(msg_id: str, response: Any) -> SendResult:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fishchat.domain.errors import RequestError, ServerError
+from fishchat.domain.messaging import parse_receipt_body
 from fishchat.domain.records import MsgType, StoredMessage, SyncPage
 from fishchat.domain.sync import SyncService
 from fishchat.proto.gen.rpc import common_pb2, manager_pb2, manager_pb2_grpc
@@ -29,7 +30,12 @@ ROLE = "manager"
 
 
 def to_timeline(message: StoredMessage) -> common_pb2.TimelineMsg:
+    mark_version, mark_server_msg_id = (
+        parse_receipt_body(message.body) if message.msg_type.is_receipt else (0, 0)
+    )
     return common_pb2.TimelineMsg(
+        markVersion=mark_version,
+        markServerMsgID=mark_server_msg_id,
         sourceUID=message.source_uid,
         targetUID=message.target_uid,
         groupID=message.group_id,

@@ -56,7 +56,7 @@ from fishchat.domain.devices import implicit_device
 from fishchat.domain.discovery import ACCESS_ROLE
 from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch, Unavailable
 from fishchat.domain.ordering import SendSequence, SendTicket
-from fishchat.domain.records import AccessNode, Notice, ServiceInstance
+from fishchat.domain.records import AccessNode, MsgType, Notice, ServiceInstance
 from fishchat.domain.service import bound_uid
 from fishchat.domain.settings import ChatSettings
 from fishchat.proto.gen.external import access_pb2
@@ -81,7 +81,7 @@ from fishchat.server.config import AccessConfig, field_limits
 from fishchat.server.framing import FramedConnection, FramedServer
 from fishchat.server.metrics import ServerMetrics, cmd_label
 from fishchat.server.ports import AccessCore, Announcer, NoticeSource
-from fishchat.server.replies import code_reply, failure_reply, group_ack, p2p_ack, sync_reply
+from fishchat.server.replies import code_reply, failure_reply, group_ack, mark_ack, p2p_ack, sync_reply
 from fishchat.server.websocket import OriginPolicy, WebSocketListenerLink, serve_upgrade
 
 if TYPE_CHECKING:
@@ -91,7 +91,9 @@ log = logging.getLogger(__name__)
 
 ROLE = "access"
 _CMD_LABELS: dict[int, str] = {int(cmd): cmd_label(cmd) for cmd in Cmd}
-_SEND_COMMANDS = frozenset({Cmd.SEND_P2P_MSG, Cmd.SEND_GROUP_MSG})
+#: Requests that write to timelines: handled alongside each other in arrival order (`_SendPipe`).
+_SEND_COMMANDS = frozenset({Cmd.SEND_P2P_MSG, Cmd.SEND_GROUP_MSG, Cmd.MARK_DELIVERED, Cmd.MARK_READ})
+_RECEIPT_KINDS = {Cmd.MARK_DELIVERED: MsgType.DELIVERED, Cmd.MARK_READ: MsgType.READ}
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 #: The node's address until it is announced (`AccessServer.announce`).
 _UNBOUND = "unbound"
@@ -283,6 +285,9 @@ class AccessConnection(FramedConnection):
             if cmd == Cmd.SEND_P2P_MSG:
                 assert isinstance(message, access_pb2.ReqSendP2PMsg)
                 return await self._send_p2p(message, request.arrived, ticket)
+            if cmd in _RECEIPT_KINDS:
+                assert isinstance(message, access_pb2.ReqMark)
+                return await self._mark(message, _RECEIPT_KINDS[cmd], ticket)
             assert isinstance(message, access_pb2.ReqSendGroupMsg)
             return await self._send_group(message, request.arrived, ticket)
         except asyncio.CancelledError:
@@ -474,6 +479,16 @@ class AccessConnection(FramedConnection):
         )
         self.server.group_latency.observe(self.server.now() - arrived)
         return group_ack(request, result)
+
+    async def _mark(self, request: access_pb2.ReqMark, kind: MsgType, ticket: SendTicket) -> Message | None:
+        if not await self._wait_for_login():
+            return None
+        uid = self._acting(request.UID)
+        await self._keep_route(uid)
+        result = await self.server.core.mark(
+            uid, kind, request.peerUID, request.groupID, request.version, ticket=ticket
+        )
+        return mark_ack(request, result)
 
     async def _sync(self, request: access_pb2.ReqSyncMsg) -> None:
         uid = self._acting(request.UID)

@@ -16,6 +16,7 @@ from fishchat.domain.records import (
     AccessNode,
     Group,
     IssuedToken,
+    MsgType,
     Notice,
     SendResult,
     ServiceInstance,
@@ -55,6 +56,19 @@ class AccessCore(Protocol):
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
     ) -> SyncPage: ...
+
+    async def mark(
+        self,
+        uid: int,
+        kind: MsgType,
+        peer_uid: int,
+        gid: int,
+        version: int,
+        *,
+        ticket: SendTicket = UNORDERED,
+    ) -> SendResult:
+        """A receipt (`MessagingService.mark`): `uid` has received / read a conversation up to `version`."""
+        ...
 
 
 class NoticeSource(Protocol):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from fishchat.domain.errors import code_of, message_of
+from fishchat.domain.messaging import parse_receipt_body
 from fishchat.domain.records import SendResult, ServiceInstance, StoredMessage, SyncPage
 from fishchat.proto.gen.external import access_pb2, gateway_pb2
 from fishchat.protocol.codec import MAX_PAYLOAD, ProtocolError
@@ -32,7 +33,22 @@ from fishchat.protocol.frames import (
 
 
 def offset_msg(message: StoredMessage) -> access_pb2.offsetMsg:
-    """One timeline row as a sync entry (groupID kept, unlike the original's logic service)."""
+    """One timeline row as a sync entry (groupID kept, unlike the original's logic service); a receipt's
+    body becomes markVersion and markServerMsgID."""
+    if message.msg_type.is_receipt:
+        mark_version, mark_server_msg_id = parse_receipt_body(message.body)
+        return access_pb2.offsetMsg(
+            sourceUID=message.source_uid,
+            targetUID=message.target_uid,
+            groupID=message.group_id,
+            msgType=message.msg_type,
+            msgID=message.msg_id,
+            version=message.version,
+            timestamp=message.timestamp_ms,
+            serverMsgID=message.server_msg_id,
+            markVersion=mark_version,
+            markServerMsgID=mark_server_msg_id,
+        )
     return access_pb2.offsetMsg(
         sourceUID=message.source_uid,
         targetUID=message.target_uid,
@@ -49,10 +65,20 @@ def offset_msg(message: StoredMessage) -> access_pb2.offsetMsg:
 def sync_reply(
     request: access_pb2.ReqSyncMsg, page: SyncPage, *, max_payload: int = MAX_PAYLOAD
 ) -> access_pb2.ResSyncMsg:
-    """The ResSyncMsg for `page`; currentID is the cursor to send next, `more` says sync again now."""
-    entries = [offset_msg(message) for message in page.messages]
-    cursor = request.currentID if entries else page.cursor
-    return fit_sync_reply(cursor, entries, more=page.more, max_payload=max_payload)
+    """The ResSyncMsg for `page`; currentID is the cursor to send next, `more` says sync again now.
+
+    Receipt entries go only to clients that ask for them (`receipts`); the others' cursor still moves
+    past them, so an original client sees its timeline as before.
+    """
+    shown = [m for m in page.messages if request.receipts or not m.msg_type.is_receipt]
+    entries = [offset_msg(message) for message in shown]
+    reply = fit_sync_reply(
+        request.currentID if page.messages else page.cursor, entries, more=page.more, max_payload=max_payload
+    )
+    if len(reply.Msgs) == len(entries):
+        # Everything fit: the next cursor is the page's, past receipts the client did not ask for.
+        reply.currentID = page.cursor
+    return reply
 
 
 def p2p_ack(request: access_pb2.ReqSendP2PMsg, result: SendResult) -> access_pb2.ResSendP2PMsg:
@@ -70,6 +96,19 @@ def group_ack(request: access_pb2.ReqSendGroupMsg, result: SendResult) -> access
     )
     ack.msgID = result.msg_id
     return ack
+
+
+def mark_ack(request: access_pb2.ReqMark, result: SendResult) -> access_pb2.ResMark:
+    """The ack of a receipt: the marked version echoed and the receipt entry's version."""
+    return access_pb2.ResMark(
+        cmd=request.cmd,
+        errCode=ErrCode.OK,
+        errStr=err_str(ErrCode.OK),
+        peerUID=request.peerUID,
+        groupID=request.groupID,
+        version=request.version,
+        receiptVersion=result.version,
+    )
 
 
 def failure_reply(cmd: int | None, exc: BaseException, request: Message | None = None) -> Message:
