@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fishchat_operator.constants import (
     AutoscalingMode,
@@ -84,16 +84,42 @@ class RoleSpec(Described):
 
 
 @dataclass(frozen=True)
-class GatewaySpec(RoleSpec):
+class ExposedRoleSpec(RoleSpec):
+    """A role clients outside the cluster talk to: the gateway, access (client protocol, WebSocket) and
+    register (HTTP API). Its Service `<cluster>-<role>` is ClusterIP with every port; the Service
+    `<cluster>-<role>-public` has the client-facing ports only (never gRPC or metrics), of serviceType."""
+
+    __cel__: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.nodePort) || self.serviceType == 'NodePort' || self.serviceType == 'LoadBalancer'",
+            "nodePort needs serviceType NodePort or LoadBalancer",
+            field_path=".nodePort",
+        ),
+    )
+
     service_type: ServiceType = spec_field(
-        "Type of the Service that exposes the client port (ClusterIP, NodePort or LoadBalancer).",
+        "Type of the Service `<cluster>-<role>-public`, which carries only the client-facing ports "
+        "(ClusterIP: not exposed outside the cluster; NodePort or LoadBalancer: exposed).",
         ServiceType.CLUSTER_IP,
+    )
+    node_port: int | None = spec_field(
+        "Node port of the client-facing port (the client protocol; register: the HTTP API) when "
+        "serviceType is NodePort or LoadBalancer; Kubernetes picks one when unset.",
+        None,
+        minimum=1,
+        maximum=65535,
     )
 
 
 @dataclass(frozen=True)
-class AccessSpec(GatewaySpec):
+class GatewaySpec(ExposedRoleSpec):
+    pass
+
+
+@dataclass(frozen=True)
+class AccessSpec(ExposedRoleSpec):
     __cel__ = (
+        *ExposedRoleSpec.__cel__,
         CelRule(
             "self.terminationGracePeriodSeconds > self.preStopSleepSeconds",
             "terminationGracePeriodSeconds must be longer than preStopSleepSeconds, "
@@ -116,6 +142,14 @@ class AccessSpec(GatewaySpec):
         minimum=0,
         maximum=300,
     )
+    public_address: str | None = spec_field(
+        "host:port the gateway hands clients instead of each access pod's own address (pod IP and "
+        "client port, reachable inside the cluster only): where clients outside reach the public "
+        "Service, e.g. a load balancer's name or a node's address and the nodePort.",
+        None,
+        max_length=260,
+        pattern=HOST_PORT_PATTERN,
+    )
 
 
 @dataclass(frozen=True)
@@ -136,9 +170,9 @@ class RolesSpec(Described):
         "Notify: routes new-message notices to the access servers holding a user's devices.",
         default_factory=lambda: RoleSpec(replicas=2, resources=_resources("100m", "128Mi", "256Mi")),
     )
-    register: RoleSpec = spec_field(
+    register: ExposedRoleSpec = spec_field(
         "Register: accounts, tokens, presence, routes and groups; serves the HTTP API.",
-        default_factory=lambda: RoleSpec(replicas=2, resources=_resources("100m", "128Mi", "256Mi")),
+        default_factory=lambda: ExposedRoleSpec(replicas=2, resources=_resources("100m", "128Mi", "256Mi")),
     )
     manager: RoleSpec = spec_field(
         "Manager: serves sync from HBase.",

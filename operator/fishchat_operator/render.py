@@ -46,8 +46,9 @@ from fishchat_operator.constants import (
     Port,
     PortName,
     Role,
+    ServiceType,
 )
-from fishchat_operator.model import AccessSpec, Cluster, GatewaySpec, Quantities
+from fishchat_operator.model import AccessSpec, Cluster, ExposedRoleSpec, Quantities
 from fishchat_operator.roleconfig import (
     CLIENT_PORT,
     GRPC_PORT,
@@ -71,6 +72,8 @@ def render(cluster: Cluster) -> list[Manifest]:
     for role in ROLES:
         config = config_map(cluster, role)
         manifests += [config, service(cluster, role), deployment(cluster, role, config), pdb(cluster, role)]
+        if role in EXPOSED_ROLES:
+            manifests.append(public_service(cluster, role))
     return manifests
 
 
@@ -161,19 +164,61 @@ def container_ports(role: Role) -> list[tuple[PortName, Port]]:
 
 
 def service(cluster: Cluster, role: Role) -> Manifest:
-    role_spec = cluster.spec.roles.of(role)
-    service_type = role_spec.service_type.value if isinstance(role_spec, GatewaySpec) else "ClusterIP"
+    """The role's Service inside the cluster: every port, ClusterIP."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(cluster, child_name(cluster, role), role.value),
         "spec": {
-            "type": service_type,
+            "type": ServiceType.CLUSTER_IP.value,
             "selector": selector_labels(cluster, role.value),
             "ports": [
                 {"name": name.value, "port": port.value, "targetPort": name.value, "protocol": "TCP"}
                 for name, port in container_ports(role)
             ],
+        },
+    }
+
+
+#: Roles a serviceType can expose outside the cluster (their spec is an ExposedRoleSpec).
+EXPOSED_ROLES: Final = (Role.GATEWAY, Role.ACCESS, Role.REGISTER)
+
+
+def public_service_name(cluster: Cluster, role: Role) -> str:
+    return f"{child_name(cluster, role)}-public"
+
+
+def public_ports(role: Role) -> list[tuple[PortName, Port]]:
+    """The ports clients outside the cluster use: the client protocol (and WebSocket), the HTTP API."""
+    return [(n, p) for n, p in container_ports(role) if n in (PortName.CLIENT, PortName.WS, PortName.HTTP)]
+
+
+def public_service(cluster: Cluster, role: Role) -> Manifest:
+    """The Service that exposes a role's client-facing ports outside the cluster, of its serviceType.
+
+    A Service of its own, so that NodePort or LoadBalancer never exposes gRPC or metrics; it exists
+    (as ClusterIP) when the role is not exposed too, so a change of serviceType is one apply each way."""
+    role_spec = cluster.spec.roles.of(role)
+    assert isinstance(role_spec, ExposedRoleSpec), role
+    ports: list[dict[str, Any]] = []
+    for index, (name, port) in enumerate(public_ports(role)):
+        entry: dict[str, Any] = {"name": name.value, "port": port.value, "targetPort": name.value}
+        entry["protocol"] = "TCP"
+        if (
+            index == 0
+            and role_spec.node_port is not None
+            and role_spec.service_type is not ServiceType.CLUSTER_IP
+        ):
+            entry["nodePort"] = role_spec.node_port
+        ports.append(entry)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(cluster, public_service_name(cluster, role), role.value),
+        "spec": {
+            "type": role_spec.service_type.value,
+            "selector": selector_labels(cluster, role.value),
+            "ports": ports,
         },
     }
 

@@ -125,6 +125,8 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
     config.update({section: {"prefix": prefix} for section, prefix in etcd_prefixes(cluster).items()})
     if role is Role.ACCESS:
         config["access"] = {"drain_timeout_s": drain[0]}
+        if spec.roles.access.public_address:
+            config["access"]["public_address"] = spec.roles.access.public_address
     if role in KAFKA_ROLES:
         kafka: dict[str, Any] = {
             "bootstrap": ",".join(backends.kafka.bootstrap_servers),

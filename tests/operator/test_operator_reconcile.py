@@ -33,6 +33,7 @@ from fishchat_operator.constants import (
     ROLES,
 )
 from fishchat_operator.kube import KubeClient, KubeError, resource_type
+from fishchat_operator.render import EXPOSED_ROLES
 from tests.operator.harness import (
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
@@ -106,6 +107,7 @@ async def test_cluster_gets_children_topics_table_and_honest_conditions(
     found = await children(kube, ns, "demo")
     expected = {(kind, f"demo-{role.value}") for _, kind in CHILD_KINDS for role in ROLES}
     expected.add(("ServiceAccount", "demo-fishchat"))
+    expected |= {("Service", f"demo-{role.value}-public") for role in EXPOSED_ROLES}
     assert set(found) == expected
     for (kind, name), obj in found.items():
         meta = obj["metadata"]

@@ -615,7 +615,7 @@ class AccessServer(FramedServer[AccessConnection]):
         """
         await super().start()
         host = self.config.advertise_host or ("127.0.0.1" if self.host in _UNSPECIFIED_HOSTS else self.host)
-        self.client_address = _join_host_port(host, self.port)
+        self.client_address = self.config.public_address or _join_host_port(host, self.port)
         ws_port = self.config.websocket_port
         if ws_port is not None:
             self.ws_port = await self.listen(self._websocket_link, ws_port)

@@ -62,6 +62,9 @@ class AccessConfig:
     #: The host clients are told to connect to (the gateway hands out `advertise_host:port`);
     #: empty means the listening host, or 127.0.0.1 when listening on every interface.
     advertise_host: str = ""
+    #: host:port the gateway hands out instead of `advertise_host:port`: where clients outside reach
+    #: this server through a load balancer or a node port (every access server behind it says the same).
+    public_address: str = ""
     #: Stable id of this access node in presence routes; empty derives one from the address.
     node_id: str = ""
     ping_interval_s: float = 10.0
@@ -103,6 +106,10 @@ class AccessConfig:
         for origin in self.ws_origins:
             if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
                 raise ValueError(f"access.ws_origins: {origin!r} is not * or scheme://host[:port]")
+        if self.public_address:
+            host, sep, port = self.public_address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"access.public_address: {self.public_address!r} is not host:port")
         if self.ws_public_url and not _WS_URL_RE.fullmatch(self.ws_public_url):
             raise ValueError(f"access.ws_public_url: {self.ws_public_url!r} is not a ws:// or wss:// URL")
         for name in (

@@ -459,16 +459,27 @@ class KubeAPIServer(Component):
         with urllib.request.urlopen(url, timeout=5.0, context=self._tls(client_cert)) as response:
             return str(response.read().decode())
 
-    def get_json(self, path: str) -> dict[str, Any]:
-        """GET an API path as the stack's admin; {} when it does not exist."""
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API call as the stack's admin (JSON in, JSON out); {} when the object does not exist."""
+        request = urllib.request.Request(
+            f"https://{HOST}:{self.port}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Content-Type": "application/merge-patch+json" if method == "PATCH" else "application/json"
+            },
+        )
         try:
-            body = self._get(f"https://{HOST}:{self.port}{path}", client_cert=True)
+            with urllib.request.urlopen(request, timeout=10.0, context=self._tls(True)) as response:
+                result = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return {}
             raise
-        result = json.loads(body)
         return result if isinstance(result, dict) else {}
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        return self.api("GET", path)
 
     def _apiserver_ready(self) -> bool:
         return self._get(f"https://{HOST}:{self.port}/readyz", client_cert=True).strip() == "ok"

@@ -59,6 +59,8 @@ from fishchat.stack.kube import (
 from fishchat.stack.network import NodeNetwork, ensure_network, network_possible, node_network
 
 NODE_NAME = "fishchat-node"
+#: Taint the node registers with: no Pod lands there unless a test lifts it (the e2e tier does).
+RESERVED_TAINT = "fishchat.io/reserved"
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "socat")
 CNI_BIN_DIR = "/usr/lib/cni"
 CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
@@ -180,6 +182,8 @@ class Node(Component):
         self._start_containerd(net)
         self.import_images([build_pause_image().archive])
         self._make_cgroup_root()
+        # A fresh Node object too: the kubelet registers it again, with the reserving taint.
+        self.kube.api("DELETE", f"/api/v1/nodes/{NODE_NAME}")
         self._start_scheduler(binaries[SCHEDULER])
         self.kubelet.start(
             net.in_netns(*self._kubelet_command(binaries[KUBELET], net)),
@@ -412,6 +416,9 @@ disabled_plugins = [
             },
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
+            # Reserved for the e2e tier: other tests play the kubelet for their Pods (pods/status),
+            # which a real kubelet would overwrite. The e2e session lifts the taint while it runs.
+            "registerWithTaints": [{"key": RESERVED_TAINT, "value": "e2e", "effect": "NoSchedule"}],
             "syncFrequency": "10s",
             "fileCheckFrequency": "10s",
             "shutdownGracePeriod": "0s",
