@@ -10,7 +10,7 @@ import pytest
 
 from fishchat.domain.clock import SystemClock
 from fishchat.domain.ports import IdempotencyStore
-from fishchat.domain.records import ClaimState, Completion, SendResult
+from fishchat.domain.records import ClaimState, Completion, IdempotencyKey, SendResult
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.idempotency import SqliteIdempotencyStore
 from fishchat.production.redis import RedisIdempotencyStore
@@ -166,3 +166,40 @@ async def test_the_server_msg_id_of_the_first_result_is_kept(
     await store.complete([Completion(uid, "m-1", "p2p:7:abc", result)], LONG_MS)
     done = await store.claim(uid, "m-1", "p2p:7:abc", LONG_MS)
     assert (done.state, done.result) == (ClaimState.DONE, result)
+
+
+async def test_claim_many_claims_in_order_in_one_step(
+    store: IdempotencyStore, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    await store.claim(uid, "taken", "owner", LONG_MS)
+    await store.complete([Completion(uid, "taken", "owner", _result(4, "taken"))], LONG_MS)
+    keys = [
+        IdempotencyKey(uid, "a", "f"),
+        IdempotencyKey(uid, "taken", "owner"),
+        IdempotencyKey(uid, "a", "f"),  # named twice: the second finds the first's claim
+        IdempotencyKey(uid, "b", "g"),
+    ]
+    claims = await store.claim_many(keys, LONG_MS)
+    assert [(c.state, c.fingerprint) for c in claims] == [
+        (ClaimState.NEW, "f"),
+        (ClaimState.DONE, "owner"),
+        (ClaimState.PENDING, "f"),
+        (ClaimState.NEW, "g"),
+    ]
+    assert claims[1].result == _result(4, "taken")
+    assert await store.claim_many([], LONG_MS) == []
+
+
+async def test_release_many_frees_only_pending_keys_of_the_same_fingerprint(
+    store: IdempotencyStore, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    await store.claim_many([IdempotencyKey(uid, m, "f") for m in ("x", "y", "z")], LONG_MS)
+    await store.complete([Completion(uid, "z", "f", _result(1, "z"))], LONG_MS)
+    await store.release_many(
+        [IdempotencyKey(uid, "x", "f"), IdempotencyKey(uid, "y", "intruder"), IdempotencyKey(uid, "z", "f")]
+    )
+    states = [c.state for c in await store.claim_many([IdempotencyKey(uid, m, "f") for m in "xyz"], LONG_MS)]
+    assert states == [ClaimState.NEW, ClaimState.PENDING, ClaimState.DONE]
+    await store.release_many([])

@@ -124,3 +124,30 @@ async def test_the_full_int64_uid_range_works(versions: VersionAllocator) -> Non
     first = await versions.next_many([largest, largest - 1])
     assert set(first) == {largest, largest - 1}
     assert await versions.next(largest) > first[largest]
+
+
+async def test_allocate_gives_each_uid_its_count_of_increasing_versions(
+    versions: VersionAllocator, unique_ids: Callable[[], int]
+) -> None:
+    a, b = unique_ids(), unique_ids()
+    before = await versions.next(a)
+    # 20 crosses several of the small test segments of the etcd allocator (2..8).
+    got = await versions.allocate({a: 20, b: 1})
+    assert set(got) == {a, b} and len(got[a]) == 20 and len(got[b]) == 1
+    assert got[a][0] > before
+    assert all(y > x for x, y in itertools.pairwise(got[a]))
+    assert await versions.next(a) > got[a][-1]
+    assert await versions.allocate({}) == {}
+    with pytest.raises(ValueError):
+        await versions.allocate({a: 0})
+
+
+async def test_concurrent_allocations_of_counts_never_collide(
+    versions: VersionAllocator, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    runs = await asyncio.gather(*(versions.allocate({uid: 3}) for _ in range(20)))
+    mine = [version for run in runs for version in run[uid]]
+    assert len(set(mine)) == len(mine) == 60
+    for run in runs:
+        assert all(y > x for x, y in itertools.pairwise(run[uid]))

@@ -481,3 +481,53 @@ async def test_internal_rpcs_refuse_bad_fields(chain: dict[str, RunningRole]) ->
         async with grpc.aio.insecure_channel(chain[role].address()) as channel:
             response = await getattr(stub_type(channel), method)(request, timeout=5)
         assert response.errCode in (ErrCode.INVALID_FIELD, ErrCode.REQUEST_ERR), (role, method, response)
+
+
+async def test_logic_send_many_answers_each_send_in_order(chain: dict[str, RunningRole]) -> None:
+    """SendMany: every send answered in request order, each sender's sends stored in request order,
+    a bad item refused alone, a retry answered with the first result, too many sends refused whole."""
+    api_url = f"http://{chain['register'].address('http')}"
+    alice, _ = await _user(api_url)
+    bob, _ = await _user(api_url)
+
+    def p2p(source: int, target: int, n: int, msg_type: str = "p2p") -> logic_pb2.SendItem:
+        return logic_pb2.SendItem(
+            p2p=logic_pb2.SendP2PMsgReq(
+                sourceUID=source, targetUID=target, msgID=f"many-{n}", msgType=msg_type, msg=f"{source} #{n}"
+            )
+        )
+
+    items = [p2p(alice, bob, n) if n % 2 else p2p(bob, alice, n) for n in range(10)]
+    items.insert(3, p2p(alice, bob, 99, msg_type="group"))  # the wrong kind: refused alone
+    items.insert(5, logic_pb2.SendItem())  # neither p2p nor group
+    items.append(p2p(alice, bob, 1))  # a retry of a send earlier in the same request
+    async with grpc.aio.insecure_channel(chain["logic"].address()) as channel:
+        logic = logic_pb2_grpc.LogicRPCStub(channel)
+        answer = await logic.SendMany(logic_pb2.SendManyReq(sends=items), timeout=10)
+        assert answer.errCode == 0 and len(answer.results) == len(items)
+        codes = [r.errCode for r in answer.results]
+        assert codes[3] == codes[5] == ErrCode.INVALID_FIELD
+        acks = [r for n, r in enumerate(answer.results) if n not in (3, 5, len(items) - 1)]
+        assert all(r.errCode == 0 and r.version > 0 and r.serverMsgID > 0 for r in acks)
+        # The retry of alice's many-1 (item 1) in the same request: "in progress" if it met its first
+        # attempt in one batch, else that attempt's result; asked again, the first result.
+        first, retry = answer.results[1], answer.results[-1]
+        assert retry.errCode == ErrCode.REQUEST_IN_PROGRESS or (retry.duplicate, retry.version) == (
+            True,
+            first.version,
+        )
+        again = await logic.SendMany(logic_pb2.SendManyReq(sends=[p2p(alice, bob, 1)]), timeout=10)
+        assert (again.results[0].duplicate, again.results[0].version) == (True, first.version)
+        too_many = await logic.SendMany(logic_pb2.SendManyReq(sends=[p2p(alice, bob, 0)] * 1025), timeout=10)
+        assert too_many.errCode == ErrCode.INVALID_FIELD and not too_many.results
+
+        async def stored() -> list[str]:
+            page = await logic.SyncMsg(logic_pb2.SyncMsgReq(UID=bob, currentID=0), timeout=5)
+            return [m.msg for m in page.Msgs if m.sourceUID == alice]
+
+        await eventually(lambda: _has_all(stored, 5), timeout_s=20)
+        assert await stored() == [f"{alice} #{n}" for n in (1, 3, 5, 7, 9)]
+
+
+async def _has_all(read: Any, count: int) -> bool:
+    return len(await read()) >= count

@@ -1,6 +1,6 @@
 """Overlapping sends of one connection keep their order: the `SendSequence` reorder buffer on its own,
-and through `ChatService` over the embedded backend, with the one-step acceptor and with the four-call
-path the production profile takes."""
+and through `ChatService` over the embedded backend, with the one-step acceptor and with the
+`BatchAcceptor` the production profile takes."""
 
 from __future__ import annotations
 
@@ -75,25 +75,8 @@ async def test_a_submit_that_fails_reaches_its_sender_only() -> None:
     assert await last_outcome == 3 and submitted == [1, 3]
 
 
-async def test_turn_waits_for_every_earlier_step_to_finish() -> None:
-    sequence = SendSequence()
-    tickets = [sequence.ticket() for _ in range(3)]
-    order: list[int] = []
-
-    async def step(n: int, delay: float) -> None:
-        await tickets[n].turn()
-        order.append(n)
-        await asyncio.sleep(delay)  # a step with awaits inside (claim, allocate, append)
-        order.append(n)
-        tickets[n].release()
-
-    await asyncio.gather(step(2, 0), step(1, 0.01), step(0, 0.02))
-    assert order == [0, 0, 1, 1, 2, 2]
-
-
 async def test_without_a_sequence_everything_goes_at_once() -> None:
     submitted: list[int] = []
-    await UNORDERED.turn()
     assert await UNORDERED.place(_submitter(submitted, 7)) == 7
     UNORDERED.release()
     assert submitted == [7]
@@ -102,11 +85,11 @@ async def test_without_a_sequence_everything_goes_at_once() -> None:
 # --- through the chat service ---------------------------------------------------------------------
 
 
-@pytest.fixture(params=["one-step", "four-calls"])
+@pytest.fixture(params=["one-step", "batches"])
 async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChatService]:
     async with await EmbeddedBackend.open(tmp_path, settings=SETTINGS, clock=ManualClock()) as backend:
         service = backend.service
-        if request.param == "four-calls":  # what the production profile does
+        if request.param == "batches":  # what the production profile does (BatchAcceptor)
             service = ChatService(dataclasses.replace(backend.ports, acceptor=None), SETTINGS, service.clock)
         await service.register(ALICE, "alice", "password-1")
         await service.register(BOB, "bob", "password-1")

@@ -103,6 +103,7 @@ SERVICES = {
         "Logout",
         "SendP2PMsg",
         "SendGroupMsg",
+        "SendMany",
         "SyncMsg",
         "AcceptP2PMsgAck",
         "Mark",

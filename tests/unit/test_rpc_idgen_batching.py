@@ -27,11 +27,18 @@ class CountingVersions:
         return (await self.next_many([uid]))[uid]
 
     async def next_many(self, uids: Sequence[int]) -> Mapping[int, int]:
+        allocated = await self.allocate(dict.fromkeys(uids, 1))
+        return {uid: versions[0] for uid, versions in allocated.items()}
+
+    async def allocate(self, counts: Mapping[int, int]) -> Mapping[int, Sequence[int]]:
         self.calls += 1
         await asyncio.sleep(0.002)  # a round trip to etcd, so requests pile up meanwhile
-        for uid in uids:
-            self.counters[uid] = self.counters.get(uid, 0) + 1
-        return {uid: self.counters[uid] for uid in uids}
+        allocated: dict[int, list[int]] = {}
+        for uid, count in counts.items():
+            first = self.counters.get(uid, 0) + 1
+            self.counters[uid] = first + count - 1
+            allocated[uid] = list(range(first, first + count))
+        return allocated
 
 
 class NoIds:
@@ -70,3 +77,28 @@ async def test_concurrent_requests_share_calls_and_each_uid_gets_increasing_vers
         # In request order, every version once: 1, 2, 3, ...
         assert got == list(range(1, len(got) + 1)), uid
     assert versions.calls < len(requests) / 4  # coalesced, not one call per request
+
+
+async def test_counts_give_each_uid_that_many_increasing_versions_in_one_call() -> None:
+    metrics = RpcMetrics(CollectorRegistry())
+    rpc = RpcServer("127.0.0.1:0", metrics)
+    versions = CountingVersions()
+    IdgenServicer(rpc, versions, NoIds())
+    await rpc.start()
+    pool = ChannelPool()
+
+    async def instances(role: str) -> list[ServiceInstance]:
+        return [ServiceInstance(role, "only", f"127.0.0.1:{rpc.port}")]
+
+    remote = RemoteVersionAllocator(
+        RoleClient("idgen", idgen_pb2_grpc.IDGenServerRPCStub, instances, pool, metrics)
+    )
+    try:
+        first = await remote.allocate({7: 3, 8: 1})
+        second = await remote.allocate({7: 2})
+    finally:
+        await pool.close()
+        await rpc.stop(0)
+    assert first == {7: [1, 2, 3], 8: [1]}
+    assert second == {7: [4, 5]}
+    assert versions.calls == 2

@@ -5,19 +5,20 @@ message log, and nobody is notified here at all (delivery notifies after the row
 
 Idempotency is by (source uid, msg id). A send first claims its key (pending), then allocates
 versions and appends, then marks the key done with its result; a retry gets that first result with
-`duplicate=True`, a retry racing an unfinished attempt gets `RequestInProgress`, and a failed attempt
-releases the key. If the process dies between append and completion, delivery completes the key
-when it stores the sender's copy. A send without a msg id gets a server-assigned one and cannot be
-deduplicated (the original demo client sends none).
+`duplicate=True`, a retry racing an unfinished attempt gets `RequestInProgress`. If the process dies
+between append and completion, delivery completes the key when it stores the sender's copy. A send
+without a msg id gets a server-assigned one and cannot be deduplicated (the original demo client
+sends none).
 
-A backend whose keys, counters and log share one database (embedded SQLite) provides a
-`SendAcceptor` that does all of that in one atomic, durable step; concurrent sends then share
-commits. The answers are the same, except that a retry racing its first attempt there gets the first
-result (the attempt is never seen half done) instead of `RequestInProgress`.
+Those steps are the `SendAcceptor`'s. Over separate stores (production) it is the
+`batching.BatchAcceptor`, which takes them once per batch of concurrent sends. A backend whose keys,
+counters and log share one database (embedded SQLite) provides its own that does all of that in one
+atomic, durable step; the answers are the same, except that a retry racing its first attempt there
+gets the first result (the attempt is never seen half done) instead of `RequestInProgress`.
 
 Sends of one connection may overlap: each carries a `SendTicket` of the connection's `SendSequence`
-and waits for its turn only for the step that fixes its place in the log (queueing it with the
-acceptor, or claim-allocate-append in steps), so their order is kept while their commits are shared.
+and waits for its turn only to queue with the acceptor, which accepts sends in the order they were
+queued, so their order is kept while their work is shared.
 
 Every send gets a snowflake `server_msg_id` from the id generator, carried in every copy, in the ack
 and in the idempotency result (a send without msg id uses it as its msg id too).
@@ -29,14 +30,14 @@ offline, or who never logged in, are stored and found at their next sync.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from fishchat.domain import validation
+from fishchat.domain.batching import BatchAcceptor
 from fishchat.domain.clock import Clock
 from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser, NotGroupMember, RequestInProgress
 from fishchat.domain.ordering import UNORDERED, SendTicket
@@ -103,13 +104,12 @@ class MessagingService:
     ) -> None:
         self._accounts = accounts
         self._groups = groups
-        self._idempotency = idempotency
-        self._versions = versions
         self._ids = ids
-        self._log = message_log
         self._settings = settings
         self._clock = clock
-        self._acceptor = acceptor
+        self._acceptor: SendAcceptor = acceptor or BatchAcceptor(
+            idempotency, versions, message_log, settings.idempotency_pending_ttl_ms
+        )
 
     def _check_content(self, msg_id: str, body: str) -> tuple[str, str]:
         return (
@@ -197,55 +197,13 @@ class MessagingService:
             server_msg_id=server_msg_id,
             idempotent=idempotent,
         )
-        acceptor = self._acceptor
-        if acceptor is not None:
-            # Queued in the sequence's order (maybe by an earlier send's call, as soon as it is queued
-            # itself); the wait for the commit overlaps with the sequence's other sends.
-            ttl_ms = self._settings.idempotency_ttl_s * 1000
-            claim = await ticket.place(lambda: acceptor.accept(send, ttl_ms))
-            if claim.state is ClaimState.NEW and claim.result is not None:
-                return claim.result
-            return _answer_taken_key(send, claim)
-        await ticket.turn()
-        return await self._accept_in_steps(send, ticket)
-
-    async def _accept_in_steps(self, send: NewSend, ticket: SendTicket) -> SendResult:
-        """Claim the key, allocate versions, append, complete the key: for backends in separate systems.
-
-        The sequence's next send may start once this one is in the log.
-        """
-        if send.idempotent:
-            claim = await self._idempotency.claim(
-                send.source_uid, send.msg_id, send.fingerprint, self._settings.idempotency_pending_ttl_ms
-            )
-            if claim.state is not ClaimState.NEW:
-                return _answer_taken_key(send, claim)
-        appending: asyncio.Future[None] | None = None
-        try:
-            versions = await self._versions.next_many(send.recipients)
-            # Shielded: a caller that goes away (its RPC cancelled when the access server dies) must
-            # not stop the records half queued. They may then be written after all, so the key is not
-            # released but stays pending: delivery completes it when it stores the sender's copy, and
-            # the retry gets this attempt's result instead of appending the message a second time.
-            appending = asyncio.ensure_future(self._log.append(timeline_copies(send, versions)))
-            appending.add_done_callback(_consume_outcome)
-            await asyncio.shield(appending)
-        except BaseException as exc:
-            if send.idempotent and not (isinstance(exc, asyncio.CancelledError) and appending is not None):
-                try:
-                    await self._idempotency.release(send.source_uid, send.msg_id, send.fingerprint)
-                except Exception:  # the pending claim expires by itself
-                    log.exception("releasing idempotency key %s/%r failed", send.source_uid, send.msg_id)
-            raise
-        ticket.release()
-        result = result_of(send, versions)
-        if send.idempotent:
-            try:
-                completion = Completion(send.source_uid, send.msg_id, send.fingerprint, result)
-                await self._idempotency.complete([completion], self._settings.idempotency_ttl_s * 1000)
-            except Exception:  # the message is durable; delivery completes the key when it stores it
-                log.exception("completing idempotency key %s/%r failed", send.source_uid, send.msg_id)
-        return result
+        # Queued in the sequence's order (maybe by an earlier send's call, as soon as it is queued
+        # itself); the wait for the commit overlaps with the sequence's other sends.
+        ttl_ms = self._settings.idempotency_ttl_s * 1000
+        claim = await ticket.place(lambda: self._acceptor.accept(send, ttl_ms))
+        if claim.state is ClaimState.NEW and claim.result is not None:
+            return claim.result
+        return _answer_taken_key(send, claim)
 
     async def mark(
         self,
@@ -330,13 +288,6 @@ def parse_receipt_body(body: str) -> tuple[int, int]:
         return 0, 0
 
 
-def _consume_outcome(future: asyncio.Future[None]) -> None:
-    """Retrieve a shielded append's outcome, which nobody awaits once its caller was cancelled (a
-    failure then leaves the key pending until it expires; a caller still waiting gets the error)."""
-    if not future.cancelled():
-        future.exception()
-
-
 def _answer_taken_key(send: NewSend, claim: Claim) -> SendResult:
     """The answer to a send whose key another attempt holds: its first result, or a refusal."""
     if claim.fingerprint != send.fingerprint:
@@ -344,32 +295,3 @@ def _answer_taken_key(send: NewSend, claim: Claim) -> SendResult:
     if claim.state is ClaimState.DONE and claim.result is not None:
         return replace(claim.result, duplicate=True)
     raise RequestInProgress()
-
-
-def timeline_copies(send: NewSend, versions: Mapping[int, int]) -> list[StoredMessage]:
-    """The rows a send makes: one per recipient, at that recipient's newly allocated version."""
-    return [
-        StoredMessage(
-            uid=uid,
-            version=versions[uid],
-            source_uid=send.source_uid,
-            target_uid=uid if send.target_uid is None else send.target_uid,
-            group_id=send.group_id,
-            msg_type=send.msg_type,
-            msg_id=send.msg_id,
-            body=send.body,
-            timestamp_ms=send.timestamp_ms,
-            server_msg_id=send.server_msg_id,
-        )
-        for uid in send.recipients
-    ]
-
-
-def result_of(send: NewSend, versions: Mapping[int, int]) -> SendResult:
-    """The ack of an accepted send: the version of the sender's own copy."""
-    return SendResult(
-        version=versions[send.source_uid],
-        msg_id=send.msg_id,
-        timestamp_ms=send.timestamp_ms,
-        server_msg_id=send.server_msg_id,
-    )

@@ -4,39 +4,41 @@ A client pipelines its sends on one connection, and their order must survive int
 Handling them one at a time keeps the order but limits a connection to one send per commit; with
 tickets they overlap (validation, lookups and the wait for the durable commit) and only the step that
 fixes their place in the log is taken in order. A `SendSequence` hands out tickets in arrival order
-and works like a reorder buffer:
+and works like a reorder buffer: `place(submit)` calls `submit` (a synchronous call queueing the
+send with whatever accepts it in order: an acceptor, a batch of a batch RPC) as soon as every earlier
+ticket has placed or given up, possibly from inside another send's `place`, so a connection's queued
+sends all enter the same batch instead of one per loop iteration.
 
-- `place(submit)`, for a step that is a synchronous call queueing the send (the embedded acceptor):
-  `submit` is called as soon as every earlier ticket has placed or given up, possibly from inside
-  another send's `place`, so a connection's queued sends all enter the same batch instead of one per
-  loop iteration;
-- `turn()` ... `release()`, for a step that takes several awaits (claim, allocate, append in separate
-  systems): `turn()` waits until every earlier ticket is finished, `release()` ends the step.
+A send that fails or is cancelled before it placed calls `release()` (idempotent; always call it),
+so the next one is not held up; later sends still wait for every earlier one.
 
-A send that fails or is cancelled before its step calls `release()` (idempotent; always call it), so
-the next one is not held up; later sends still wait for every earlier one.
+`OrderedBatches` is the same promise one level down, for work paid per batch (a batch RPC, one
+round trip to each store): values of many senders run together, while each sender's values keep
+their order across batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _WAITING, _READY, _DONE = range(3)
 
 
 class _Slot:
-    __slots__ = ("result", "state", "submit", "waiter")
+    __slots__ = ("result", "state", "submit")
 
     def __init__(self) -> None:
         self.state = _WAITING
         self.submit: Callable[[], Awaitable[Any]] | None = None
         self.result: asyncio.Future[Any] | None = None
-        self.waiter: asyncio.Future[None] | None = None
 
 
 class SendSequence:
@@ -53,7 +55,7 @@ class SendSequence:
         return SendTicket(self, slot)
 
     def _advance(self) -> None:
-        """Submit ready sends from the head on; wake the head if it waits for its turn."""
+        """Submit ready sends from the head on."""
         slots = self._slots
         while slots:
             head = slots[0]
@@ -64,8 +66,6 @@ class SendSequence:
                 head.state = _DONE
                 _submit_into(head)
             else:
-                if head.waiter is not None and not head.waiter.done():
-                    head.waiter.set_result(None)
                 return
 
 
@@ -121,19 +121,8 @@ class SendTicket:
         slot.state = _READY
         return slot.result
 
-    async def turn(self) -> None:
-        """Wait until every earlier send of the sequence has finished its step (or given up)."""
-        sequence, slot = self._sequence, self._slot
-        if sequence is None or slot is None or slot.state != _WAITING:
-            return
-        if sequence._slots and sequence._slots[0] is slot:
-            return
-        if slot.waiter is None:
-            slot.waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(slot.waiter)
-
     def release(self) -> None:
-        """This send's step is over, or it will not take it: later sends may go on."""
+        """This send will not place (or has): later sends may go on."""
         sequence, slot = self._sequence, self._slot
         if sequence is None or slot is None:
             return
@@ -143,5 +132,148 @@ class SendTicket:
             sequence._advance()
 
 
-#: For callers without a sequence: the turn is always now.
+#: For callers without a sequence: placed at once.
 UNORDERED = SendTicket(None, None)
+
+
+# --- batches that keep each key's order ---------------------------------------------------------
+
+V = TypeVar("V")
+R = TypeVar("R")
+
+
+class Entry(Generic[V, R]):
+    """One queued item of `OrderedBatches`: its value, its order key, its weight, and the outcome its
+    submitter awaits (the batch's work settles it)."""
+
+    __slots__ = ("key", "outcome", "value", "weight")
+
+    def __init__(self, key: int, value: V, weight: int, outcome: asyncio.Future[R]) -> None:
+        self.key = key
+        self.value = value
+        self.weight = weight
+        self.outcome = outcome
+
+
+class Batch(Generic[V, R]):
+    """The entries one run of the work handles, in queue order. `release()` lets their keys' later
+    entries into the next batches (called when the work is done with the step that fixes the order,
+    and in any case when it ends)."""
+
+    __slots__ = ("_owner", "entries")
+
+    def __init__(self, owner: OrderedBatches[V, R], entries: list[Entry[V, R]]) -> None:
+        self._owner: OrderedBatches[V, R] | None = owner
+        self.entries = entries
+
+    def release(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner._release(self.entries)
+
+
+class OrderedBatches(Generic[V, R]):
+    """Submitted values run in batches by `work`, at most `max_in_flight` batches at once, while each
+    key's values keep their submission order: a batch holds its entries in queue order, and a value
+    whose key has an entry in a batch under way waits (with every later value of that key) for a
+    later batch. Values submitted in one turn of the event loop go together: a batch starts on the
+    next turn, or as soon as a slot is free. A batch is cut before it holds `max_items` entries or
+    `max_weight` in weight (a single heavier value still goes alone).
+
+    `work(batch)` must settle every entry's outcome; an entry it leaves unsettled is cancelled when it
+    returns. A value whose submitter gave up (its outcome cancelled) before its batch started is dropped.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[Batch[V, R]], Awaitable[None]],
+        *,
+        max_items: int,
+        max_weight: int,
+        max_in_flight: int,
+        name: str,
+    ) -> None:
+        if min(max_items, max_weight, max_in_flight) <= 0:
+            raise ValueError("max_items, max_weight and max_in_flight must be positive")
+        self._work = work
+        self._max_items = max_items
+        self._max_weight = max_weight
+        self._max_in_flight = max_in_flight
+        self._name = name
+        self._queue: deque[Entry[V, R]] = deque()
+        self._busy: dict[int, int] = {}  # key -> entries in batches under way
+        self._running: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+
+    def submit(self, key: int, value: V, weight: int = 1) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[R] = loop.create_future()
+        self._queue.append(Entry(key, value, weight, outcome))
+        self._schedule(loop)
+        return outcome
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled and self._queue:
+            self._scheduled = True
+            loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        loop = asyncio.get_running_loop()
+        while self._queue and len(self._running) < self._max_in_flight:
+            entries = self._take()
+            if not entries:
+                return
+            batch = Batch(self, entries)
+            task = loop.create_task(self._run(batch), name=self._name)
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _take(self) -> list[Entry[V, R]]:
+        entries: list[Entry[V, R]] = []
+        weight = 0
+        waiting: deque[Entry[V, R]] = deque()
+        blocked: set[int] = set()
+        busy = self._busy
+        while self._queue:
+            entry = self._queue.popleft()
+            if entry.outcome.done():  # its submitter gave up before the batch started
+                continue
+            full = bool(entries) and (
+                len(entries) >= self._max_items or weight + entry.weight > self._max_weight
+            )
+            if full or entry.key in blocked or entry.key in busy:
+                waiting.append(entry)
+                blocked.add(entry.key)
+                continue
+            entries.append(entry)
+            weight += entry.weight
+        self._queue = waiting
+        for entry in entries:
+            busy[entry.key] = busy.get(entry.key, 0) + 1
+        return entries
+
+    def _release(self, entries: list[Entry[V, R]]) -> None:
+        busy = self._busy
+        for entry in entries:
+            left = busy[entry.key] - 1
+            if left:
+                busy[entry.key] = left
+            else:
+                del busy[entry.key]
+        self._schedule(asyncio.get_running_loop())
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._schedule(asyncio.get_running_loop())
+
+    async def _run(self, batch: Batch[V, R]) -> None:
+        try:
+            await self._work(batch)
+        except Exception:
+            log.exception("%s: a batch of %d failed", self._name, len(batch.entries))
+        finally:
+            for entry in batch.entries:
+                if not entry.outcome.done():
+                    entry.outcome.cancel()
+            batch.release()

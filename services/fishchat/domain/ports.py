@@ -20,6 +20,7 @@ from fishchat.domain.records import (
     Claim,
     Completion,
     Group,
+    IdempotencyKey,
     NewSend,
     Notice,
     Route,
@@ -127,6 +128,10 @@ class IdempotencyStore(Protocol):
         Otherwise report the owner's state: PENDING, or DONE with the first result.
         """
 
+    async def claim_many(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> list[Claim]:
+        """`claim` for each key in one round trip, in order: of two claims of one key, the second
+        finds the first's (PENDING)."""
+
     async def complete(self, completions: Sequence[Completion], ttl_ms: int) -> None:
         """Turn each claimed key into DONE with its result, kept for `ttl_ms`.
 
@@ -138,14 +143,17 @@ class IdempotencyStore(Protocol):
     async def release(self, source_uid: int, msg_id: str, fingerprint: str) -> None:
         """Drop a pending claim after a failed attempt, so a retry can proceed (DONE keys are kept)."""
 
+    async def release_many(self, keys: Sequence[IdempotencyKey]) -> None:
+        """`release` for each key, in one round trip."""
+
 
 class SendAcceptor(Protocol):
-    """Optional: a whole send accepted in one atomic step, for a backend whose idempotency keys,
-    version counters and message log live in one database (the embedded SQLite file).
+    """How sends are accepted: claim the key, allocate versions, append, complete the key.
 
-    It does what `MessagingService` otherwise does with four calls (claim the key, allocate versions,
-    append, complete the key) and may batch concurrent sends into one durable commit. Without it
-    (`ChatPorts.acceptor is None`) the four-call path is used.
+    Optional: a backend whose idempotency keys, version counters and message log live in one
+    database (the embedded SQLite file) does it in one atomic step that concurrent sends share.
+    Without it (`ChatPorts.acceptor is None`) `domain.batching.BatchAcceptor` takes those four steps
+    over the separate ports above, once per batch of concurrent sends.
     """
 
     def accept(self, send: NewSend, done_ttl_ms: int) -> Awaitable[Claim]:
@@ -205,6 +213,10 @@ class VersionAllocator(Protocol):
     async def next_many(self, uids: Sequence[int]) -> Mapping[int, int]:
         """The next version of each distinct uid (each advanced exactly once)."""
 
+    async def allocate(self, counts: Mapping[int, int]) -> Mapping[int, Sequence[int]]:
+        """`counts[uid]` next versions of each uid (each count positive), increasing, in one step: what a
+        batch of sends naming one user several times needs."""
+
 
 class IdGenerator(Protocol):
     """Cluster-unique 64-bit ids (snowflake: 41-bit ms, 10-bit machine, 12-bit sequence)."""
@@ -250,5 +262,5 @@ class ChatPorts:
     ids: IdGenerator
     registry: Registry
     notifier: Notifier
-    #: Optional one-step acceptance of sends (embedded); None: the four-call path over the ports above.
+    #: Optional one-step acceptance of sends (embedded); None: a `BatchAcceptor` over the ports above.
     acceptor: SendAcceptor | None = None

@@ -230,6 +230,15 @@ class NewSend:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A send's idempotency key and the fingerprint of the request that claims or releases it."""
+
+    source_uid: int
+    msg_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """An accepted send to record under its idempotency key."""
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+from fishchat.domain.batching import result_of, timeline_copies
 from fishchat.domain.clock import Clock
-from fishchat.domain.messaging import result_of, timeline_copies
 from fishchat.domain.records import Claim, ClaimState, Completion, NewSend, StoredMessage
 from fishchat.embedded import idempotency
 from fishchat.embedded.database import SqliteDatabase

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from fishchat.domain.clock import Clock
-from fishchat.domain.records import Claim, ClaimState, Completion, SendResult
+from fishchat.domain.records import Claim, ClaimState, Completion, IdempotencyKey, SendResult
 from fishchat.embedded.database import SqliteDatabase
 from fishchat.embedded.sweeper import Sweeper
 
@@ -26,6 +26,15 @@ _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', version = ?1, timestamp_ms = ?2, server_msg_id = ?3, "
     "expires_at_ms = ?4 WHERE source_uid = ?5 AND msg_id = ?6 AND fingerprint = ?7 "
     "AND NOT (state = 'done' AND version IS ?1 AND timestamp_ms IS ?2 AND server_msg_id IS ?3)"
+)
+_CLAIM = (
+    "INSERT OR REPLACE INTO idempotency_keys "
+    "(source_uid, msg_id, fingerprint, state, version, timestamp_ms, server_msg_id, expires_at_ms) "
+    "VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, ?)"
+)
+_RELEASE = (
+    "DELETE FROM idempotency_keys "
+    "WHERE source_uid = ? AND msg_id = ? AND fingerprint = ? AND state = 'pending'"
 )
 _RECORD_DONE = (
     "INSERT OR REPLACE INTO idempotency_keys "
@@ -80,22 +89,26 @@ class SqliteIdempotencyStore:
         return self._sweeper.due(now_ms)
 
     async def claim(self, source_uid: int, msg_id: str, fingerprint: str, pending_ttl_ms: int) -> Claim:
+        (claim,) = await self.claim_many([IdempotencyKey(source_uid, msg_id, fingerprint)], pending_ttl_ms)
+        return claim
+
+    async def claim_many(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> list[Claim]:
+        if not keys:
+            return []
         now = self._clock.now_ms()
         sweeping = self._sweeper.due(now)
 
-        def take(conn: sqlite3.Connection) -> Claim:
+        def take(conn: sqlite3.Connection) -> list[Claim]:
             if sweeping:
                 sweep(conn, now)
-            taken = lookup(conn, source_uid, msg_id, now)
-            if taken is not None:
-                return taken
-            conn.execute(
-                "INSERT OR REPLACE INTO idempotency_keys "
-                "(source_uid, msg_id, fingerprint, state, version, timestamp_ms, server_msg_id, "
-                "expires_at_ms) VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, ?)",
-                (source_uid, msg_id, fingerprint, now + pending_ttl_ms),
-            )
-            return Claim(state=ClaimState.NEW, fingerprint=fingerprint)
+            claims: list[Claim] = []
+            for key in keys:
+                taken = lookup(conn, key.source_uid, key.msg_id, now)
+                if taken is None:
+                    conn.execute(_CLAIM, (key.source_uid, key.msg_id, key.fingerprint, now + pending_ttl_ms))
+                    taken = Claim(state=ClaimState.NEW, fingerprint=key.fingerprint)
+                claims.append(taken)
+            return claims
 
         return await self._db.transact(take)
 
@@ -122,11 +135,14 @@ class SqliteIdempotencyStore:
         await self._db.transact(update)
 
     async def release(self, source_uid: int, msg_id: str, fingerprint: str) -> None:
+        await self.release_many([IdempotencyKey(source_uid, msg_id, fingerprint)])
+
+    async def release_many(self, keys: Sequence[IdempotencyKey]) -> None:
+        if not keys:
+            return
+        rows = [(key.source_uid, key.msg_id, key.fingerprint) for key in keys]
+
         def drop(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM idempotency_keys WHERE source_uid = ? AND msg_id = ? AND fingerprint = ? "
-                "AND state = 'pending'",
-                (source_uid, msg_id, fingerprint),
-            )
+            conn.executemany(_RELEASE, rows)
 
         await self._db.transact(drop)

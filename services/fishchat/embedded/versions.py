@@ -17,6 +17,8 @@ _ADVANCE = "UPDATE versions SET last_version = last_version + 1 WHERE uid IN ({}
 _ADVANCE_BY_COUNT = {count: _ADVANCE.format(", ".join("?" * count)) for count in (1, 2)}
 _ADVANCE_JSON = _ADVANCE.format("SELECT value FROM json_each(?)")
 _START = "INSERT INTO versions (uid, last_version) VALUES (?, 1)"
+_ADVANCE_ONE_BY = "UPDATE versions SET last_version = last_version + ? WHERE uid = ? RETURNING last_version"
+_START_AT = "INSERT INTO versions (uid, last_version) VALUES (?, ?)"
 
 
 def allocate(conn: sqlite3.Connection, uids: Sequence[int]) -> dict[int, int]:
@@ -40,6 +42,20 @@ def allocate(conn: sqlite3.Connection, uids: Sequence[int]) -> dict[int, int]:
     return versions
 
 
+def allocate_counts(conn: sqlite3.Connection, counts: Mapping[int, int]) -> dict[int, list[int]]:
+    """Advance the counter of each uid by its count; the versions each count took, increasing."""
+    allocated: dict[int, list[int]] = {}
+    for uid, count in counts.items():
+        row = conn.execute(_ADVANCE_ONE_BY, (count, uid)).fetchone()
+        if row is None:
+            conn.execute(_START_AT, (uid, count))
+            last = count
+        else:
+            last = int(row[0])
+        allocated[uid] = list(range(last - count + 1, last + 1))
+    return allocated
+
+
 class SqliteVersionAllocator:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -51,3 +67,10 @@ class SqliteVersionAllocator:
         if not uids:
             return {}
         return await self._db.transact(lambda conn: allocate(conn, uids))
+
+    async def allocate(self, counts: Mapping[int, int]) -> Mapping[int, Sequence[int]]:
+        if any(count <= 0 for count in counts.values()):
+            raise ValueError(f"version counts must be positive, got {dict(counts)}")
+        if not counts:
+            return {}
+        return await self._db.transact(lambda conn: allocate_counts(conn, counts))

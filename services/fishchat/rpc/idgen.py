@@ -33,6 +33,8 @@ SERVICE = "fishchat.rpc.IDGenServerRPC"
 ROLE = "idgen"
 #: Counters per NextMany: a group fan-out names every member once; larger requests are refused.
 MAX_NAMES = 10_000
+#: Values per NextMany with counts (a batch of sends; a user's count is its copies in the batch).
+MAX_VALUES = 100_000
 #: Snowflakes per GetUUID (4096 is one millisecond's worth of one machine).
 MAX_UUIDS = 4096
 #: Decimal digits of the largest int64.
@@ -59,6 +61,20 @@ def parse_name(name: str) -> int:
     return validation.check_id(int(name), "name")
 
 
+def check_counts(uids: list[int], counts: list[int]) -> dict[int, int]:
+    """NextMany's counts: one positive count per name, each name once, at most MAX_VALUES in all."""
+    if len(counts) != len(uids):
+        raise InvalidField(f"counts must name each of the {len(uids)} names once, got {len(counts)}")
+    if any(count <= 0 for count in counts):
+        raise InvalidField("every count must be positive")
+    if sum(counts) > MAX_VALUES:
+        raise InvalidField(f"at most {MAX_VALUES} values per request, got {sum(counts)}")
+    paired = dict(zip(uids, counts, strict=True))
+    if len(paired) < len(uids):
+        raise InvalidField("with counts, each name may be given only once")
+    return paired
+
+
 class IdgenServicer(idgen_pb2_grpc.IDGenServerRPCServicer):
     """IDGenServerRPC over a `VersionAllocator` and an `IdGenerator`; registers itself on `rpc`."""
 
@@ -80,6 +96,10 @@ class IdgenServicer(idgen_pb2_grpc.IDGenServerRPCServicer):
             if len(request.names) > MAX_NAMES:
                 raise InvalidField(f"at most {MAX_NAMES} names per request, got {len(request.names)}")
             uids = [parse_name(name) for name in request.names]
+            if request.counts:
+                counts = check_counts(uids, list(request.counts))
+                allocated = await _retryable(lambda: self._versions.allocate(counts))
+                return idgen_pb2.IDNextManyRes(values=[v for uid in uids for v in allocated[uid]])
             if not uids:
                 return idgen_pb2.IDNextManyRes()
             # A name given twice is advanced once and gets the same value twice (the port's rule).
@@ -128,14 +148,22 @@ class RemoteVersionAllocator:
         return (await self.next_many([uid]))[uid]
 
     async def next_many(self, uids: Sequence[int]) -> Mapping[int, int]:
-        distinct = list(dict.fromkeys(uids))
-        if not distinct:
+        allocated = await self.allocate(dict.fromkeys(uids, 1))
+        return {uid: versions[0] for uid, versions in allocated.items()}
+
+    async def allocate(self, counts: Mapping[int, int]) -> Mapping[int, Sequence[int]]:
+        if not counts:
             return {}
-        groups = await self._client.owners(distinct)
+        if any(count <= 0 for count in counts.values()):
+            raise ValueError(f"version counts must be positive, got {dict(counts)}")
+        groups = await self._client.owners(counts)
         answers = await asyncio.gather(
-            *(self._batcher(address).ask(owned) for address, owned in groups.items())
+            *(
+                self._batcher(address).ask({uid: counts[uid] for uid in owned})
+                for address, owned in groups.items()
+            )
         )
-        versions: dict[int, int] = {}
+        versions: dict[int, list[int]] = {}
         for answer in answers:
             versions.update(answer)
         return versions
@@ -147,18 +175,21 @@ class RemoteVersionAllocator:
         return batcher
 
 
+_Request = tuple[dict[int, int], "asyncio.Future[dict[int, list[int]]]"]
+
+
 class _NextManyBatcher:
     """The queue of version requests to one idgen instance, sent one NextMany at a time."""
 
     def __init__(self, client: RoleClient, address: str) -> None:
         self._client = client
         self._address = address
-        self._queue: deque[tuple[list[int], asyncio.Future[dict[int, int]]]] = deque()
+        self._queue: deque[_Request] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
-    async def ask(self, uids: list[int]) -> dict[int, int]:
-        future: asyncio.Future[dict[int, int]] = asyncio.get_running_loop().create_future()
-        self._queue.append((uids, future))
+    async def ask(self, counts: dict[int, int]) -> dict[int, list[int]]:
+        future: asyncio.Future[dict[int, list[int]]] = asyncio.get_running_loop().create_future()
+        self._queue.append((counts, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="fishchat-idgen-batch")
         return await future
@@ -166,47 +197,51 @@ class _NextManyBatcher:
     async def _flush(self) -> None:
         while self._queue:
             batch = self._take()
-            names = [uid for uids, _ in batch for uid in uids]
+            names = [uid for counts, _ in batch for uid in counts]
+            counts = [count for wanted, _ in batch for count in wanted.values()]
             try:
                 response = await self._client.call(
                     "NextMany",
-                    idgen_pb2.IDNextManyReq(names=[str(uid) for uid in names]),
+                    idgen_pb2.IDNextManyReq(names=[str(uid) for uid in names], counts=counts),
                     address=self._address,
                 )
-                if len(response.values) != len(names):
-                    raise ServerError(
-                        f"idgen answered {len(response.values)} versions for {len(names)} users"
-                    )
+                if len(response.values) != sum(counts):
+                    raise ServerError(f"idgen answered {len(response.values)} versions for {sum(counts)}")
+                values = iter(response.values)
                 versions = {
-                    uid: _version(uid, int(value)) for uid, value in zip(names, response.values, strict=True)
+                    uid: [_version(uid, int(next(values))) for _ in range(count)]
+                    for uid, count in zip(names, counts, strict=True)
                 }
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for uids, future in batch:
+            for wanted, future in batch:
                 if not future.done():  # the caller may have given up (cancelled)
-                    future.set_result({uid: versions[uid] for uid in uids})
+                    future.set_result({uid: versions[uid] for uid in wanted})
 
-    def _take(self) -> list[tuple[list[int], asyncio.Future[dict[int, int]]]]:
+    def _take(self) -> list[_Request]:
         """The queued requests that can go together, oldest first. A request whose uids meet the batch
         or an older request left waiting stays queued too, so each uid's requests keep their order."""
-        batch: list[tuple[list[int], asyncio.Future[dict[int, int]]]] = []
-        waiting: deque[tuple[list[int], asyncio.Future[dict[int, int]]]] = deque()
+        batch: list[_Request] = []
+        waiting: deque[_Request] = deque()
         taken: set[int] = set()
         blocked: set[int] = set()
+        values = 0
         while self._queue:
-            uids, future = request = self._queue.popleft()
+            counts, future = request = self._queue.popleft()
             if future.done():  # the caller gave up (cancelled)
                 continue
-            fits = not batch or len(taken) + len(uids) <= MAX_NAMES
-            if fits and taken.isdisjoint(uids) and blocked.isdisjoint(uids):
+            wanted = sum(counts.values())
+            fits = not batch or (len(taken) + len(counts) <= MAX_NAMES and values + wanted <= MAX_VALUES)
+            if fits and taken.isdisjoint(counts) and blocked.isdisjoint(counts):
                 batch.append(request)
-                taken.update(uids)
+                taken.update(counts)
+                values += wanted
             else:
                 waiting.append(request)
-                blocked.update(uids)
+                blocked.update(counts)
         self._queue = waiting
         return batch
 

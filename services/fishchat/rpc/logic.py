@@ -8,20 +8,28 @@ own the rest: register (token check and presence routes, users and groups for th
 LogicRPC from any `AccessCore`; `RemoteAccessCore` is the `AccessCore` an access server uses to call
 it, so the access role runs the same `AccessServer` as the embedded profile.
 
-Ordering: the access server gives each send of a connection a ticket of the connection's
-`SendSequence`. `RemoteAccessCore` waits for the ticket's turn before the RPC and releases it when the
-RPC is answered (or fails), so a connection's sends reach logic, and their versions are allocated,
-in arrival order; sends of different connections still run concurrently.
+Batching and ordering: an access server's sends go to logic in batches, one `SendMany` per batch
+(`RemoteAccessCore` queues them in an `OrderedBatches`: the sends its connections queued while
+earlier batches were under way go together, up to MAX_SENDS_IN_FLIGHT batches at once). Each send of
+a connection carries a ticket of the connection's `SendSequence` and is queued in the connection's
+order; a batch keeps that order, and a sender with sends in a batch under way has its later ones wait
+for a later batch. logic takes tickets of one `SendSequence` per sender in request order, so the
+domain's acceptor takes them in that order too (and accepts them in batches of its own: one claim,
+one version allocation and one Kafka append per batch). So a connection's sends reach the log, and
+get their versions, in arrival order; sends of different connections share every round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from fishchat.domain import validation
-from fishchat.domain.errors import InvalidField
+from fishchat.domain.errors import InvalidField, ServerError, code_of, error_for, message_of
 from fishchat.domain.messaging import MessagingService
-from fishchat.domain.ordering import UNORDERED, SendTicket
+from fishchat.domain.ordering import UNORDERED, Batch, OrderedBatches, SendSequence, SendTicket
 from fishchat.domain.records import (
     AccessNode,
     MsgType,
@@ -30,6 +38,7 @@ from fishchat.domain.records import (
     SyncPage,
 )
 from fishchat.domain.settings import ChatSettings
+from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
 from fishchat.rpc.client import RoleClient
 from fishchat.rpc.manager import to_timeline
@@ -39,6 +48,12 @@ from fishchat.server.ports import AccessCore
 
 SERVICE = "fishchat.rpc.LogicRPC"
 ROLE = "logic"
+#: Sends per SendMany.
+MAX_SENDS = 1024
+#: SendMany calls an access server has under way at once (over every logic instance).
+MAX_SENDS_IN_FLIGHT = 8
+
+log = logging.getLogger(__name__)
 
 
 # --- logic's side -----------------------------------------------------------------------------------
@@ -219,6 +234,53 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
 
         return await self._rpc.answer("SendGroupMsg", logic_pb2.SendGroupMsgRes, work)
 
+    async def SendMany(self, request: logic_pb2.SendManyReq, context: Any) -> logic_pb2.SendManyRes:
+        async def work() -> logic_pb2.SendManyRes:
+            if len(request.sends) > MAX_SENDS:
+                raise InvalidField(f"at most {MAX_SENDS} sends per request, got {len(request.sends)}")
+            # Tickets are taken here, in request order, so each sender's sends are accepted in it.
+            sequences: dict[int, SendSequence] = {}
+            return logic_pb2.SendManyRes(
+                results=await asyncio.gather(
+                    *(_outcome(self._start(item, sequences)) for item in request.sends)
+                )
+            )
+
+        return await self._rpc.answer("SendMany", logic_pb2.SendManyRes, work)
+
+    def _start(
+        self, item: logic_pb2.SendItem, sequences: dict[int, SendSequence]
+    ) -> Awaitable[SendResult] | Exception:
+        """One send of a SendMany with its ticket taken now, or why the item is refused (alone)."""
+        try:
+            kind = item.WhichOneof("send")
+            if kind == "p2p":
+                p2p = item.p2p
+                self._msg_type(p2p.msgType, MsgType.P2P)
+                self._device(p2p.device, required=False)
+                ticket = sequences.setdefault(p2p.sourceUID, SendSequence()).ticket()
+                sending = self._core.send_p2p(p2p.sourceUID, p2p.targetUID, p2p.msgID, p2p.msg, ticket=ticket)
+            elif kind == "group":
+                group = item.group
+                self._msg_type(group.msgType, MsgType.GROUP)
+                self._device(group.device, required=False)
+                ticket = sequences.setdefault(group.sourceUID, SendSequence()).ticket()
+                sending = self._core.send_group(
+                    group.sourceUID, group.groupID, group.msgID, group.msg, ticket=ticket
+                )
+            elif kind == "mark":
+                mark = item.mark
+                receipt = _receipt_kind(mark.kind)
+                ticket = sequences.setdefault(mark.UID, SendSequence()).ticket()
+                sending = self._core.mark(
+                    mark.UID, receipt, mark.peerUID, mark.groupID, mark.version, ticket=ticket
+                )
+            else:
+                raise InvalidField("a send must be p2p, group or mark")
+        except Exception as exc:
+            return exc
+        return sending
+
     async def SyncMsg(self, request: logic_pb2.SyncMsgReq, context: Any) -> logic_pb2.SyncMsgRes:
         async def work() -> logic_pb2.SyncMsgRes:
             page = await self._core.sync(
@@ -247,12 +309,8 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
 
     async def Mark(self, request: logic_pb2.MarkReq, context: Any) -> logic_pb2.MarkRes:
         async def work() -> logic_pb2.MarkRes:
-            try:
-                kind = MsgType(request.kind)
-            except ValueError:
-                raise InvalidField(f"kind must be delivered or read, not {request.kind!r}") from None
             result = await self._core.mark(
-                request.UID, kind, request.peerUID, request.groupID, request.version
+                request.UID, _receipt_kind(request.kind), request.peerUID, request.groupID, request.version
             )
             return logic_pb2.MarkRes(
                 version=result.version,
@@ -264,17 +322,72 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
         return await self._rpc.answer("Mark", logic_pb2.MarkRes, work)
 
 
+def _receipt_kind(kind: str) -> MsgType:
+    try:
+        return MsgType(kind)
+    except ValueError:
+        raise InvalidField(f"kind must be delivered or read, not {kind!r}") from None
+
+
+async def _outcome(sending: Awaitable[SendResult] | Exception) -> logic_pb2.SendOutcome:
+    if isinstance(sending, Exception):
+        return _refusal(sending)
+    try:
+        result = await sending
+    except Exception as exc:
+        return _refusal(exc)
+    return logic_pb2.SendOutcome(
+        version=result.version,
+        serverMsgID=result.server_msg_id,
+        timestamp=result.timestamp_ms,
+        duplicate=result.duplicate,
+    )
+
+
+def _refusal(exc: Exception) -> logic_pb2.SendOutcome:
+    code = code_of(exc)
+    if code == ErrCode.SERVER_ERR:
+        log.error("a send of a SendMany failed", exc_info=exc)
+    return logic_pb2.SendOutcome(errCode=int(code), errStr=message_of(exc))
+
+
 # --- access's side ----------------------------------------------------------------------------------
 
 
 class RemoteAccessCore:
-    """The `AccessCore` of an access server: LogicRPC calls (round robin over logic), except sync: a
-    sync is a plain read with no rule of logic's beyond field checks (done here too), so access asks
-    manager directly and saves a hop on the most frequent call."""
+    """The `AccessCore` of an access server: LogicRPC calls (round robin over logic; sends in
+    batches, see the module doc), except sync: a sync is a plain read with no rule of logic's beyond
+    field checks (done here too), so access asks manager directly and saves a hop on the most
+    frequent call."""
 
     def __init__(self, client: RoleClient, timelines: Timelines) -> None:
         self._client = client
         self._timelines = timelines
+        self._sends: OrderedBatches[logic_pb2.SendItem, logic_pb2.SendOutcome] = OrderedBatches(
+            self._send_many,
+            max_items=MAX_SENDS,
+            max_weight=MAX_SENDS,
+            max_in_flight=MAX_SENDS_IN_FLIGHT,
+            name="fishchat-send-many",
+        )
+
+    async def _send_many(self, batch: Batch[logic_pb2.SendItem, logic_pb2.SendOutcome]) -> None:
+        try:
+            response = await self._client.call(
+                "SendMany", logic_pb2.SendManyReq(sends=[entry.value for entry in batch.entries])
+            )
+            if len(response.results) != len(batch.entries):
+                raise ServerError(
+                    f"logic answered {len(response.results)} results for {len(batch.entries)} sends"
+                )
+        except Exception as exc:
+            for entry in batch.entries:
+                if not entry.outcome.done():
+                    entry.outcome.set_exception(exc)
+            return
+        for entry, outcome in zip(batch.entries, response.results, strict=True):
+            if not entry.outcome.done():
+                entry.outcome.set_result(outcome)
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> Session:
         response = await self._client.call(
@@ -308,28 +421,27 @@ class RemoteAccessCore:
     async def send_p2p(
         self, source_uid: int, target_uid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
     ) -> SendResult:
-        request = logic_pb2.SendP2PMsgReq(
+        p2p = logic_pb2.SendP2PMsgReq(
             sourceUID=source_uid, targetUID=target_uid, msgID=msg_id, msgType=MsgType.P2P.value, msg=body
         )
-        response = await self._in_turn("SendP2PMsg", request, ticket)
-        return _send_result(msg_id, response)
+        return await self._send(source_uid, msg_id, logic_pb2.SendItem(p2p=p2p), ticket)
 
     async def send_group(
         self, source_uid: int, gid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
     ) -> SendResult:
-        request = logic_pb2.SendGroupMsgReq(
+        group = logic_pb2.SendGroupMsgReq(
             sourceUID=source_uid, groupID=gid, msgID=msg_id, msgType=MsgType.GROUP.value, msg=body
         )
-        response = await self._in_turn("SendGroupMsg", request, ticket)
-        return _send_result(msg_id, response)
+        return await self._send(source_uid, msg_id, logic_pb2.SendItem(group=group), ticket)
 
-    async def _in_turn(self, method: str, request: Any, ticket: SendTicket) -> Any:
-        """The call, made once every earlier send of the connection is answered; the next may then go."""
-        try:
-            await ticket.turn()
-            return await self._client.call(method, request)
-        finally:
-            ticket.release()
+    async def _send(
+        self, source_uid: int, msg_id: str, item: logic_pb2.SendItem, ticket: SendTicket
+    ) -> SendResult:
+        """Queued with the other connections' sends, in the connection's order (see the module doc)."""
+        outcome = await ticket.place(lambda: self._sends.submit(source_uid, item))
+        if outcome.errCode:
+            raise error_for(outcome.errCode, outcome.errStr)
+        return _send_result(msg_id, outcome)
 
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
@@ -348,9 +460,8 @@ class RemoteAccessCore:
         *,
         ticket: SendTicket = UNORDERED,
     ) -> SendResult:
-        request = logic_pb2.MarkReq(UID=uid, kind=kind.value, peerUID=peer_uid, groupID=gid, version=version)
-        response = await self._in_turn("Mark", request, ticket)
-        return _send_result(f"{kind}:{version}", response)
+        mark = logic_pb2.MarkReq(UID=uid, kind=kind.value, peerUID=peer_uid, groupID=gid, version=version)
+        return await self._send(uid, f"{kind}:{version}", logic_pb2.SendItem(mark=mark), ticket)
 
 
 def _send_result(msg_id: str, response: Any) -> SendResult:

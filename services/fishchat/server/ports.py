@@ -45,8 +45,8 @@ class AccessCore(Protocol):
     ) -> SendResult:
         """Accept a send durably. Sends of one connection overlap; their tickets (one `SendSequence`
         per connection, taken in arrival order) keep them in that order in every timeline: an
-        implementation waits for `ticket.turn()` before the step that fixes the send's place and
-        calls `ticket.release()` after it (or when it fails)."""
+        implementation queues the send with `ticket.place(...)` with whatever accepts sends in the
+        order they were queued, and calls `ticket.release()` if it fails before that."""
         ...
 
     async def send_group(

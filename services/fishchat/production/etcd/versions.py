@@ -81,6 +81,7 @@ class _UserState:
     spare: tuple[int, int] | None = None  # a reserved segment waiting for the current one to run out
     mark: int | None = None  # the last high-water mark seen in etcd (None: never read, assume absent)
     size: int = 0  # size of the last reserved segment
+    want: int = 0  # the next segment should hold at least this many (a caller needs that many at once)
     pending: asyncio.Future[None] | None = field(default=None)
     holders: int = 0  # next_many calls using this state right now
 
@@ -96,6 +97,14 @@ class _UserState:
         version = self.next
         self.next += 1
         return version
+
+    def take_all(self) -> list[int]:
+        versions = list(range(self.next, self.end + 1))
+        if self.spare is not None:
+            versions.extend(range(self.spare[0], self.spare[1] + 1))
+            self.spare = None
+        self.next = self.end + 1
+        return versions
 
 
 class EtcdVersionAllocator:
@@ -118,38 +127,52 @@ class EtcdVersionAllocator:
         return (await self.next_many([uid]))[uid]
 
     async def next_many(self, uids: Sequence[int]) -> Mapping[int, int]:
+        allocated = await self.allocate(dict.fromkeys(uids, 1))
+        return {uid: versions[0] for uid, versions in allocated.items()}
+
+    async def allocate(self, counts: Mapping[int, int]) -> Mapping[int, Sequence[int]]:
         if self._closed:
             raise RuntimeError("the version allocator is closed")
-        distinct = list(dict.fromkeys(uids))
-        for uid in distinct:
+        for uid, count in counts.items():
             if not 0 <= uid <= INT64_MAX:
                 raise ValueError(f"uid {uid} is outside 0..2**63-1")
-        # Wait until every uid has a version at hand, then take them all in one step (no await in
-        # between), so a version is never held while another uid's segment is being reserved, and the
-        # order in which callers get a user's versions is the order in which they return. The states
-        # this call holds are kept in the cache until it returns (see _evict).
+            if count <= 0:
+                raise ValueError(f"the version count of uid {uid} must be positive, got {count}")
+        # Wait until every uid has its count at hand, then take them all in one step (no await in
+        # between), so versions are never held while another uid's segment is being reserved, and the
+        # order in which callers get a user's versions is the order in which they return. (A count
+        # larger than two segments is the exception: it takes what is at hand and waits for more.)
+        # The states this call holds are kept in the cache until it returns (see _evict).
         states: dict[int, _UserState] = {}
+        taken: dict[int, list[int]] = {uid: [] for uid in counts}
         try:
             while True:
                 waits: list[asyncio.Future[None]] = []
-                for uid in distinct:
+                for uid, count in counts.items():
                     state = states.get(uid)
                     if state is None:
                         state = states[uid] = self._state(uid)
                         state.holders += 1
-                    if state.remaining() == 0:
-                        waits.append(self._request(uid, state))
+                    need = count - len(taken[uid])
+                    if state.remaining() >= need:
+                        continue
+                    if state.spare is not None:  # no room for another segment: take these first
+                        taken[uid].extend(state.take_all())
+                        need = count - len(taken[uid])
+                    state.want = max(state.want, need - state.remaining())
+                    waits.append(self._request(uid, state))
                 if not waits:
                     break
                 await asyncio.gather(*waits)
-            result: dict[int, int] = {}
-            for uid, state in states.items():
-                version = state.take()
-                assert version is not None  # checked above, with no await since
-                result[uid] = version
+            for uid, count in counts.items():
+                state = states[uid]
+                while len(taken[uid]) < count:
+                    version = state.take()
+                    assert version is not None  # checked above, with no await since
+                    taken[uid].append(version)
                 if state.spare is None and state.remaining() <= state.size * self._settings.prefetch_fraction:
                     self._request(uid, state)  # prefetch; nobody waits for it
-            return result
+            return taken
         finally:
             for state in states.values():
                 state.holders -= 1
@@ -266,7 +289,9 @@ class EtcdVersionAllocator:
                 mark = state.mark or 0
                 if mark >= INT64_MAX:
                     raise VersionAllocationError(f"the versions of uid {uid} are exhausted")
-                size = min(self._settings.max_segment, max(self._settings.min_segment, state.size * 2))
+                size = min(
+                    self._settings.max_segment, max(self._settings.min_segment, state.size * 2, state.want)
+                )
                 new_mark = min(INT64_MAX, mark + size)
                 plan[uid] = (mark + 1, new_mark)
                 if state.mark is None:
@@ -280,6 +305,7 @@ class EtcdVersionAllocator:
                 for uid, (first, last) in plan.items():
                     states[uid].mark = last
                     states[uid].size = last - first + 1
+                    states[uid].want = 0
                 return plan
             # Someone else moved some marks (another allocator, or this uid's earlier life): learn them.
             for uid, found in zip(states, responses, strict=True):

@@ -1,7 +1,8 @@
 """Redis `IdempotencyStore`: one string key per (source uid, msg id), `idem:<uid>:<msg id>`.
 
 A claim is a single `SET key P<fingerprint> NX PX <pending ttl> GET`: it takes a free key (an
-expired pending claim is simply gone) and otherwise returns the owner's value, in one atomic step.
+expired pending claim is simply gone) and otherwise returns the owner's value, in one atomic step;
+`claim_many` runs those for a whole batch in one script (one round trip).
 A finished send is stored as `D<version>:<timestamp ms>:<server msg id>:<fingerprint>` for the
 idempotency TTL.
 Completing and releasing compare the fingerprint inside a Lua script, so only the attempt that owns
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from fishchat.domain.records import Claim, ClaimState, Completion, SendResult
+from fishchat.domain.records import Claim, ClaimState, Completion, IdempotencyKey, SendResult
 from fishchat.production.redis.client import RedisKeys
 
 _PENDING = b"P"
@@ -46,12 +47,25 @@ end
 return changed
 """
 
-# KEYS: idempotency key. ARGV: the pending value of the releasing attempt.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+# KEYS: idempotency keys. ARGV: pending ttl_ms, then per key the pending value of the claim. Returns
+# per key the owner's value, or false where the key was taken now.
+_CLAIM = """
+local owners = {}
+for i, key in ipairs(KEYS) do
+  owners[i] = redis.call('SET', key, ARGV[i + 1], 'NX', 'PX', ARGV[1], 'GET')
 end
-return 0
+return owners
+"""
+
+# KEYS: idempotency keys. ARGV: per key the pending value of the releasing attempt.
+_RELEASE = """
+local released = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    released = released + redis.call('DEL', key)
+  end
+end
+return released
 """
 
 
@@ -83,6 +97,7 @@ class RedisIdempotencyStore:
     def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
         self._client = client
         self._keys = keys
+        self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._release = client.register_script(_RELEASE)
 
@@ -103,6 +118,24 @@ class RedisIdempotencyStore:
             raise TypeError(f"SET ... GET answered {type(previous).__name__}, expected bytes")
         return _decode(previous, msg_id)
 
+    async def claim_many(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> list[Claim]:
+        if not keys:
+            return []
+        if pending_ttl_ms <= 0:
+            return [Claim(state=ClaimState.NEW, fingerprint=key.fingerprint) for key in keys]
+        owners = await self._claim(
+            keys=[self._keys.idempotency(key.source_uid, key.msg_id) for key in keys],
+            args=[pending_ttl_ms, *(_PENDING + _fingerprint(key.fingerprint) for key in keys)],
+        )
+        if not isinstance(owners, list) or len(owners) != len(keys):
+            raise TypeError(f"the claim script answered {owners!r:.80}, expected {len(keys)} values")
+        return [
+            Claim(state=ClaimState.NEW, fingerprint=key.fingerprint)
+            if owner is None
+            else _decode(owner, key.msg_id)
+            for key, owner in zip(keys, owners, strict=True)
+        ]
+
     async def complete(self, completions: Sequence[Completion], ttl_ms: int) -> None:
         if not completions:
             return
@@ -115,6 +148,12 @@ class RedisIdempotencyStore:
         )
 
     async def release(self, source_uid: int, msg_id: str, fingerprint: str) -> None:
+        await self.release_many([IdempotencyKey(source_uid, msg_id, fingerprint)])
+
+    async def release_many(self, keys: Sequence[IdempotencyKey]) -> None:
+        if not keys:
+            return
         await self._release(
-            keys=[self._keys.idempotency(source_uid, msg_id)], args=[_PENDING + _fingerprint(fingerprint)]
+            keys=[self._keys.idempotency(key.source_uid, key.msg_id) for key in keys],
+            args=[_PENDING + _fingerprint(key.fingerprint) for key in keys],
         )
