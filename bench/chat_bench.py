@@ -17,9 +17,13 @@ keep up (a failed send, a lost message, delivery below 90% of the target, or p99
 stage between the last good rate and the failed one then narrows the estimate. The "sustained"
 throughput is the best stage that kept up.
 
-Memory: `--idle` extra connections are logged in and left idle; the server's RSS delta and the delta
-of the kernel's TCP buffer pages (/proc/net/sockstat `TCP mem`, which counts both ends on loopback, so
-it is an upper bound for the server side) are divided by their number.
+Memory: `--idle` extra connections are logged in and left idle. Per connection: the server's RSS
+delta divided by their number; the kernel's socket objects of one accepted TCP socket (the slab
+object sizes of `TCP`, `sock_inode_cache`, `filp`, `dentry` and `eventpoll_epi` in /proc/slabinfo,
+where readable); and the buffer memory the kernel holds for the server's own sockets on its client
+port (`ss -tm`: receive queue + write queue + forward allocation + option memory of each socket,
+summed and divided by their count, so it can only be zero or more; idle sockets hold about none).
+A machine-wide counter (/proc/net/sockstat) is not used: every other process moves it.
 
 Figures, not pass/fail. Targets (issue 3): embedded throughput >= 0.3 x relay; <= 8 KB per idle
 logged-in connection.
@@ -37,9 +41,11 @@ import contextlib
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -50,13 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from figures import Baseline, Figure, write
 
 from fishchat.client import ApiClient, Backoff, ChatClient, ChatMessage, ClientError, Endpoint, RequestRefused
 from fishchat.stack.base import stack_dir
 
 BENCH_DIR = Path(__file__).resolve().parent
 PASSWORD = "bench-password-1"
-PAGE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: A stage keeps up when delivery reaches this share of the target rate (and nothing fails or is lost).
 KEEP_UP_SHARE = 0.9
@@ -78,6 +84,8 @@ class ServerProcess:
     api: str | None
     log_path: Path
     started_in_s: float
+    #: The port clients stay connected to (access; the relay's only port).
+    client_port: int = 0
     _drain: asyncio.Task[None] | None = None
 
     @property
@@ -163,6 +171,7 @@ async def start_embedded(
     server, ready = await _start("embedded", argv, workdir, ready_within=60, env=env)
     server.gateway = Endpoint("127.0.0.1", int(ready["gateway"]))
     server.api = f"http://127.0.0.1:{int(ready['http'])}"
+    server.client_port = int(ready["access"])
     return server
 
 
@@ -170,6 +179,7 @@ async def start_relay(workdir: Path, env: dict[str, str] | None = None) -> Serve
     argv = [sys.executable, str(BENCH_DIR / "relay.py"), "--port", "0"]
     server, ready = await _start("relay", argv, workdir, ready_within=30, env=env)
     server.gateway = Endpoint("127.0.0.1", int(ready["port"]))  # the relay answers ReqAccessServer too
+    server.client_port = int(ready["port"])
     return server
 
 
@@ -183,12 +193,42 @@ def rss_bytes(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
-def tcp_mem_pages() -> int:
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()
-            return int(fields[fields.index("mem") + 1])
-    raise BenchError("no TCP line in /proc/net/sockstat")
+_SKMEM = re.compile(r"skmem:\(([^)]*)\)")
+#: The slab objects one accepted TCP socket of an epoll server holds in the kernel.
+SOCKET_SLABS = ("TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi")
+
+
+def socket_buffers(port: int) -> tuple[int, int]:
+    """(sockets, buffer bytes) of the server's established TCP sockets on its `port`: each socket's
+    receive queue (r), write queue (w), forward allocation (f) and option memory (o), from `ss -tm`."""
+    ss = shutil.which("ss")
+    if ss is None:
+        raise BenchError("`ss` not found: install iproute2 (Debian package `iproute2`)")
+    out = subprocess.run(
+        [ss, "-tmnH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    sockets = total = 0
+    for match in _SKMEM.finditer(out):
+        fields = {m.group(1): int(m.group(2)) for m in re.finditer(r"([a-z]+)(\d+)", match.group(1))}
+        sockets += 1
+        total += sum(fields.get(key, 0) for key in ("r", "w", "f", "o"))
+    return sockets, total
+
+
+def socket_object_bytes() -> int | None:
+    """Kernel memory of one accepted TCP socket's objects (their slab object sizes), or None where
+    /proc/slabinfo cannot be read (it needs root)."""
+    try:
+        lines = Path("/proc/slabinfo").read_text().splitlines()
+    except OSError:
+        return None
+    sizes = {fields[0]: int(fields[3]) for fields in (line.split() for line in lines[2:]) if len(fields) > 3}
+    if any(name not in sizes for name in SOCKET_SLABS):
+        return None
+    return sum(sizes[name] for name in SOCKET_SLABS)
 
 
 def _stat_cpu(stat: str) -> float:
@@ -502,19 +542,39 @@ class MemoryResult:
     connections: int
     server_rss_before: int
     server_rss_delta: int
-    tcp_mem_delta: int
+    #: The server's established sockets on its client port while the idle connections were open, and
+    #: the buffer bytes the kernel held for them.
+    sockets: int
+    socket_buffer_bytes: int
+    #: Kernel objects of one socket (None: /proc/slabinfo unreadable, left out of the total).
+    socket_object_bytes: int | None
 
     @property
     def rss_per_connection(self) -> float:
         return self.server_rss_delta / self.connections
 
     @property
-    def tcp_mem_per_connection(self) -> float:
-        return self.tcp_mem_delta / self.connections
+    def buffers_per_connection(self) -> float:
+        return self.socket_buffer_bytes / self.sockets if self.sockets else 0.0
+
+    @property
+    def kernel_per_connection(self) -> float:
+        return self.buffers_per_connection + (self.socket_object_bytes or 0)
 
     @property
     def per_connection(self) -> float:
-        return self.rss_per_connection + self.tcp_mem_per_connection
+        return self.rss_per_connection + self.kernel_per_connection
+
+    def breakdown(self) -> str:
+        objects = (
+            f"{self.socket_object_bytes / 1024:.2f} KiB kernel socket objects"
+            if self.socket_object_bytes is not None
+            else "kernel socket objects not counted (/proc/slabinfo unreadable)"
+        )
+        return (
+            f"{self.rss_per_connection / 1024:.2f} KiB server RSS + {objects} + "
+            f"{self.buffers_per_connection / 1024:.2f} KiB kernel socket buffers"
+        )
 
 
 @dataclass
@@ -570,19 +630,20 @@ def next_rate(settings: Settings, history: Sequence[tuple[float, bool]]) -> floa
 
 
 async def measure_idle(server: ServerProcess, accounts: Sequence[Account], count: int) -> MemoryResult:
-    """RSS and kernel TCP memory added by `count` idle logged-in connections."""
+    """Server RSS and kernel memory per idle logged-in connection, with `count` of them open."""
     # Warm the code paths (imports, caches, first allocations) before the baseline.
     warm = await connect_all(
         server, [(accounts[i % len(accounts)], f"warm{i}") for i in range(20)], lambda _: None
     )
     await close_all(warm)
     await asyncio.sleep(1.0)
-    rss_before, tcp_before = rss_bytes(server.pid), tcp_mem_pages()
+    rss_before = rss_bytes(server.pid)
     logins = [(accounts[i % len(accounts)], f"idle{i}") for i in range(count)]
     clients = await connect_all(server, logins, lambda _: None)
     try:
         await asyncio.sleep(3.0)  # initial syncs done, buffers settled
-        rss_after, tcp_after = rss_bytes(server.pid), tcp_mem_pages()
+        rss_after = rss_bytes(server.pid)
+        sockets, buffers = socket_buffers(server.client_port)
         online = sum(1 for client in clients if client.access_endpoint is not None)
         if online != count:
             raise BenchError(f"only {online} of {count} idle connections stayed logged in")
@@ -592,7 +653,9 @@ async def measure_idle(server: ServerProcess, accounts: Sequence[Account], count
         connections=count,
         server_rss_before=rss_before,
         server_rss_delta=rss_after - rss_before,
-        tcp_mem_delta=(tcp_after - tcp_before) * PAGE,
+        sockets=sockets,
+        socket_buffer_bytes=buffers,
+        socket_object_bytes=socket_object_bytes(),
     )
 
 
@@ -622,11 +685,7 @@ async def bench_server(
         load_accounts, idle_accounts = accounts[: settings.users], accounts[settings.users :]
         if settings.idle:
             memory = await measure_idle(server, idle_accounts, settings.idle)
-            log(
-                f"{name}: {memory.connections} idle connections: "
-                f"{memory.rss_per_connection / 1024:.2f} KiB RSS + "
-                f"{memory.tcp_mem_per_connection / 1024:.2f} KiB TCP buffers each"
-            )
+            log(f"{name}: {memory.connections} idle connections, each: {memory.breakdown()}")
         traffic = Traffic(settings.body_bytes)
         clients = await connect_all(server, [(a, "load") for a in load_accounts], traffic.handler_for)
         try:
@@ -698,9 +757,7 @@ def summary(results: dict[str, ServerResult], settings: Settings) -> list[str]:
             memory = result.memory
             lines.append(
                 f"    idle connection       {memory.per_connection / 1024:6.2f} KiB "
-                f"({memory.rss_per_connection / 1024:.2f} KiB server RSS + "
-                f"{memory.tcp_mem_per_connection / 1024:.2f} KiB kernel TCP buffers, "
-                f"{memory.connections} conns)"
+                f"({memory.breakdown()}; {memory.connections} conns)"
             )
         lines.append(
             f"    server                start {result.start_seconds:.2f}s, "
@@ -722,15 +779,23 @@ def summary(results: dict[str, ServerResult], settings: Settings) -> list[str]:
                 f"(embedded target <= 8 KiB: {embedded.memory.per_connection / 1024:.2f} KiB)"
             )
     for result in results.values():
-        failed = [stage for stage in result.stages if not stage.kept_up]
-        if failed and failed[0].server_cpu < 0.5:
-            first = failed[0]
-            lines.append(
-                f"  note: {result.name} stopped keeping up at {first.target_rate:.0f}/s with its server at "
-                f"{first.server_cpu:.0%} CPU and the generator at {first.generator_cpu:.0%}: the server was "
-                "not the limit (the generator or a busy machine was), so its figure is a lower bound"
-            )
+        bound = machine_bound(result)
+        if bound:
+            lines.append(f"  note: {result.name} {bound}")
     return lines
+
+
+def machine_bound(result: ServerResult) -> str:
+    """Why `result`'s sustained figure is only a lower bound, if its server was not what fell behind."""
+    failed = [stage for stage in result.stages if not stage.kept_up]
+    if not failed or failed[0].server_cpu >= 0.5:
+        return ""
+    first = failed[0]
+    return (
+        f"stopped keeping up at {first.target_rate:.0f}/s with its server at {first.server_cpu:.0%} CPU and "
+        f"the generator at {first.generator_cpu:.0%}: the server was not the limit (the generator or a busy "
+        "machine was), so its figure is a lower bound"
+    )
 
 
 def to_json(results: dict[str, ServerResult], settings: Settings) -> dict[str, Any]:
@@ -742,6 +807,72 @@ def to_json(results: dict[str, ServerResult], settings: Settings) -> dict[str, A
         if result.memory is not None:
             record["memory"]["per_connection_bytes"] = result.memory.per_connection
         out["servers"][name] = record
+    return out
+
+
+def checks(result: ServerResult) -> str:
+    """Losses over every stage, for a figure's detail."""
+    return (
+        f"missing {sum(s.missing for s in result.stages)}, "
+        f"duplicates {max((s.duplicates for s in result.stages), default=0)}, "
+        f"reordered {max((s.reordered for s in result.stages), default=0)}"
+    )
+
+
+RELAY = "bare uvloop relay"
+
+
+def chat_figures(results: dict[str, ServerResult], settings: Settings) -> list[Figure]:
+    """The embedded profile's figures, each against the relay's of the same run."""
+    embedded, relay = results.get("embedded"), results.get("relay")
+    if embedded is None:
+        return []
+    best = embedded.sustained
+    relay_best = relay.sustained if relay else None
+    if best is not None:
+        detail = f"p99 send-to-synced {best.p99_ms:.0f} ms at that rate; {checks(embedded)}"
+        for result in (embedded, relay):
+            bound = machine_bound(result) if result else ""
+            if bound:
+                detail += f"; {result.name} {bound}"
+    elif embedded.stages:
+        first = embedded.stages[0]
+        detail = (
+            f"no stage kept up (the first: {first.target_rate:.0f}/s asked, {first.delivered_rate:.0f}/s)"
+        )
+    else:
+        detail = "no stage ran"
+    rate = best.delivered_rate if best else 0.0
+    out = [
+        Figure(
+            key="chat.sustained",
+            what=f"chat, embedded profile: sustained throughput, {settings.users} connections",
+            value=rate,
+            unit="msg/s",
+            baseline=Baseline("bare uvloop relay", relay_best.delivered_rate, "msg/s")
+            if relay_best
+            else None,
+            target=">= 0.3 x relay",
+            met=rate >= 0.3 * relay_best.delivered_rate if relay_best else None,
+            detail=detail,
+        )
+    ]
+    if embedded.memory is not None:
+        memory = embedded.memory
+        out.append(
+            Figure(
+                key="chat.idle_memory",
+                what=f"memory per idle logged-in connection ({memory.connections} connections)",
+                value=memory.per_connection / 1024,
+                unit="KiB",
+                baseline=Baseline(RELAY, relay.memory.per_connection / 1024, "KiB")
+                if relay and relay.memory
+                else None,
+                target="<= 8 KiB",
+                met=memory.per_connection <= 8 * 1024,
+                detail=memory.breakdown(),
+            )
+        )
     return out
 
 
@@ -850,7 +981,7 @@ async def run(args: argparse.Namespace) -> dict[str, ServerResult]:
     lines = summary(results, settings)
     print("\n".join(lines), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(to_json(results, settings), indent=2))
+        write(args.json, chat_figures(results, settings), to_json(results, settings))
     return results
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aetcd
+from figures import Baseline, Figure, write
 from prometheus_client import CollectorRegistry
 
 from fishchat.domain.records import ServiceInstance
@@ -308,6 +309,49 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
     print(f"target (>= 50000 versions/s, p99 < 2 ms): {'met' if ok else 'NOT met'}")
 
 
+def idgen_figures(results: Sequence[Result], concurrency: int) -> list[Figure]:
+    """The production allocator against the original's one transaction per version; the gRPC path
+    (what logic sees) against the same allocator in process; the embedded one against the original."""
+    by = {r.name: r for r in results}
+    segments, naive = by["etcd-segments"], by["etcd-txn-per-version"]
+
+    def p99(result: Result) -> str:
+        return f"p99 {result.percentile_ms(0.99):.3f} ms per call"
+
+    def base(result: Result, what: str) -> Baseline:
+        return Baseline(what, result.rate, "versions/s")
+
+    naive_what = "one etcd transaction per version (the original)"
+    return [
+        Figure(
+            key="idgen.segments",
+            what=f"idgen: segment allocator on etcd, {concurrency} callers",
+            value=segments.rate,
+            unit="versions/s",
+            baseline=base(naive, naive_what),
+            target=">= 50,000 versions/s, p99 < 2 ms",
+            met=segments.rate >= 50_000 and segments.percentile_ms(0.99) < 2.0,
+            detail=f"{p99(segments)}; baseline {p99(naive)}",
+        ),
+        Figure(
+            key="idgen.grpc",
+            what="idgen: the same through a `fishchat serve idgen` process over gRPC (what logic sees)",
+            value=by["idgen-grpc"].rate,
+            unit="versions/s",
+            baseline=base(segments, "the segment allocator in process"),
+            detail=p99(by["idgen-grpc"]),
+        ),
+        Figure(
+            key="idgen.sqlite",
+            what="idgen: the embedded profile's SQLite allocator",
+            value=by["sqlite"].rate,
+            unit="versions/s",
+            baseline=base(naive, naive_what),
+            detail=p99(by["sqlite"]),
+        ),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -321,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = VersionSettings()
     parser.add_argument("--min-segment", type=int, default=defaults.min_segment)
     parser.add_argument("--max-segment", type=int, default=defaults.max_segment)
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -328,7 +373,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    report(asyncio.run(bench(args)), args)
+    results = asyncio.run(bench(args))
+    report(results, args)
+    if args.json:
+        details = {
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "allocators": {
+                r.name: {
+                    "versions": r.versions,
+                    "seconds": r.seconds,
+                    "rate": r.rate,
+                    **{f"p{q}_ms": r.percentile_ms(q / 100) for q in (50, 99, 99.9)},
+                    "max_ms": r.percentile_ms(1.0),
+                }
+                for r in results
+            },
+        }
+        write(args.json, idgen_figures(results, args.concurrency), details)
     return 0
 
 
