@@ -20,14 +20,22 @@ from dataclasses import dataclass, replace
 from fishchat_operator.constants import (
     ROLES,
     TABLE_FAMILIES,
+    AutoscalingMode,
     ConditionType,
     Reason,
     Role,
 )
 from fishchat_operator.model import Cluster, TopicSpec
-from fishchat_operator.observations import DeploymentObservation, Observation, Observed, TopicState
+from fishchat_operator.observations import (
+    AutoscalingObservation,
+    DeploymentObservation,
+    Observation,
+    Observed,
+    TopicState,
+)
 from fishchat_operator.render import selector_string
 from fishchat_operator.status import (
+    AutoscalingStatus,
     ClusterStatus,
     Condition,
     RolesStatus,
@@ -58,7 +66,12 @@ SEVERITY = (
     Reason.TABLE_FAMILIES_MISMATCH,
     Reason.PARTITION_SHRINK_REFUSED,
     Reason.REPLICATION_FACTOR_CHANGE_REFUSED,
+    Reason.PROMETHEUS_UNAVAILABLE,
+    Reason.INVALID_QUERY,
+    Reason.MISSING_METRICS,
 )
+# Reasons of a False ScalingActive that the operator's own autoscaling cannot fix by itself.
+METRIC_PROBLEMS = frozenset({Reason.PROMETHEUS_UNAVAILABLE, Reason.INVALID_QUERY, Reason.MISSING_METRICS})
 
 
 def conditions(observation: Observation) -> ClusterStatus:
@@ -129,14 +142,34 @@ def conditions(observation: Observation) -> ClusterStatus:
     else:
         degraded = (ConditionType.DEGRADED, FALSE, Reason.AS_EXPECTED, "No problems found.")
 
+    wanted: list[tuple[ConditionType, str, Reason | str, str]] = [ready, progressing, degraded]
+    autoscaling = _autoscaling(cluster, observed)
+    if autoscaling is not None:
+        wanted.append(
+            (
+                ConditionType.SCALING_ACTIVE,
+                autoscaling.metric_status,
+                autoscaling.metric_reason,
+                autoscaling.metric_message,
+            )
+        )
     access = roles[Role.ACCESS]
     return ClusterStatus(
         observed_generation=observed.generation,
-        conditions=_finish(observed, [ready, progressing, degraded]),
+        conditions=_finish(observed, wanted),
         roles=RolesStatus.build(roles),
         access_ready=f"{access.ready}/{access.desired}",
         access_selector=selector_string(cluster, Role.ACCESS),
-        connections=observed.connections,
+        connections=autoscaling.connections if autoscaling is not None else None,
+        autoscaling=AutoscalingStatus(
+            mode=autoscaling.mode.value,
+            current_connections=autoscaling.connections,
+            desired_replicas=autoscaling.desired_replicas,
+            last_scale_time=autoscaling.last_scale_time,
+            reason=autoscaling.decision or None,
+        )
+        if autoscaling is not None
+        else None,
         version=cluster.spec.version,
         topics=_topics_status(observed),
         table=_table_status(cluster, observed),
@@ -198,7 +231,31 @@ def problems_of(cluster: Cluster, observed: Observed) -> list[Problem]:
                         blocks_ready=True,
                     )
                 )
+    autoscaling = _autoscaling(cluster, observed)
+    if (
+        autoscaling is not None
+        and autoscaling.mode is AutoscalingMode.OPERATOR
+        and autoscaling.metric_status == FALSE
+        and autoscaling.metric_reason in METRIC_PROBLEMS
+    ):
+        problems.append(
+            Problem(
+                Reason(autoscaling.metric_reason),
+                f"Access autoscaling keeps {autoscaling.desired_replicas} replicas: "
+                f"{autoscaling.metric_message}",
+                blocks_ready=False,
+            )
+        )
     return problems
+
+
+def _autoscaling(cluster: Cluster, observed: Observed) -> AutoscalingObservation | None:
+    """The autoscaling observation, if autoscaling is enabled and has run for the current mode."""
+    autoscaling = observed.autoscaling
+    policy = cluster.spec.autoscaling
+    if autoscaling is None or not policy.enabled or autoscaling.mode is not policy.mode:
+        return None
+    return autoscaling
 
 
 def _topic_refusals(key: str, wanted: TopicSpec, state: TopicState) -> list[Problem]:
@@ -256,7 +313,7 @@ def _join(problems: list[Problem]) -> str:
 
 
 def _finish(
-    observed: Observed, wanted: list[tuple[ConditionType, str, Reason, str]]
+    observed: Observed, wanted: list[tuple[ConditionType, str, Reason | str, str]]
 ) -> tuple[Condition, ...]:
     previous = {c.type: c for c in observed.previous}
     out: list[Condition] = []
@@ -264,7 +321,7 @@ def _finish(
         condition = Condition(
             type=type_.value,
             status=status,
-            reason=reason.value,
+            reason=str(reason),
             message=message,
             last_transition_time=observed.now,
             observed_generation=observed.generation,

@@ -29,6 +29,18 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 PREFIX: Final = GROUP
 FINALIZER: Final = f"{PREFIX}/finalizer"
 ANNOTATION_CONFIG_HASH: Final = f"{PREFIX}/config-hash"
+# Read by the ReplicaSet controller: on a scale-down, pods with the lowest cost go first. The
+# autoscaler sets it to each access pod's connection count just before it scales down.
+ANNOTATION_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+# The conventional annotations Prometheus' kubernetes-pods scrape job reads (the community chart's
+# default configuration); a prometheus-operator PodMonitor on the metrics port does the same job.
+ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
+ANNOTATION_SCRAPE_PORT: Final = "prometheus.io/port"
+ANNOTATION_SCRAPE_PATH: Final = "prometheus.io/path"
+METRICS_PATH: Final = "/metrics"
+# Every access pod's live logged-in connections (a gauge): what autoscaling sums, and the custom
+# metric a rendered HorizontalPodAutoscaler asks for.
+CONNECTIONS_METRIC: Final = "fishchat_access_connections"
 # kopf stores its handler progress and the last handled spec in annotations under our prefix, so
 # the status stays ours alone and nothing mentions kopf's default domain.
 KOPF_PROGRESS_PREFIX: Final = PREFIX
@@ -134,6 +146,9 @@ class ConditionType(enum.StrEnum):
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # Access autoscaling can read its metric (only while spec.autoscaling.enabled; the name and the
+    # meaning are the HorizontalPodAutoscaler's).
+    SCALING_ACTIVE = "ScalingActive"
 
 
 class Reason(enum.StrEnum):
@@ -153,6 +168,13 @@ class Reason(enum.StrEnum):
     HBASE_UNAVAILABLE = "HBaseUnavailable"
     TABLE_FAMILIES_MISMATCH = "TableFamiliesMismatch"
     BACKENDS_UNAVAILABLE = "BackendsUnavailable"
+    # Access autoscaling (ScalingActive, and Degraded for the first three)
+    PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
+    INVALID_QUERY = "InvalidQuery"
+    MISSING_METRICS = "MissingMetrics"
+    VALID_METRIC = "ValidMetric"
+    NO_READY_PODS = "NoReadyPods"
+    HPA_PENDING = "HorizontalPodAutoscalerPending"
     # Event-only reasons
     CHILDREN_CREATED = "ChildrenCreated"
     TOPIC_CREATED = "TopicCreated"
@@ -163,6 +185,8 @@ class Reason(enum.StrEnum):
     RECLAIM_RETAINED = "ReclaimRetained"
     RECLAIM_DELETED = "ReclaimDeleted"
     RECLAIM_FAILED = "ReclaimFailed"
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
 
 
 class ReclaimPolicy(enum.StrEnum):
@@ -171,11 +195,10 @@ class ReclaimPolicy(enum.StrEnum):
 
 
 class AutoscalingMode(enum.StrEnum):
-    """Who moves the access replicas: the operator's own loop, or an HPA / KEDA object it renders."""
+    """Who moves the access replicas: the operator's own loop, or a HorizontalPodAutoscaler it renders."""
 
     OPERATOR = "Operator"
     HPA = "HPA"
-    KEDA = "KEDA"
 
 
 class ServiceType(enum.StrEnum):

@@ -2,9 +2,10 @@
 
 Create, update (of the spec), resume and a periodic resync all run the same idempotent reconcile;
 deletion runs the reclaim behind the operator's own finalizer; a change to a managed Deployment's
-status refreshes the owner's status. Startup configures kopf to keep its bookkeeping under the
-`fishchat.io/` prefix, builds the reconciler and serves metrics. Run with
-`python -m fishchat_operator` or `kopf run --standalone -m fishchat_operator.handlers`.
+status refreshes the owner's status; a second per-cluster daemon runs access autoscaling. Startup
+configures kopf to keep its bookkeeping under the `fishchat.io/` prefix, builds the reconciler and
+the autoscaler and serves metrics. Run with `python -m fishchat_operator` or
+`kopf run --standalone -m fishchat_operator.handlers`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, cast
 import kopf
 
 from fishchat_operator import metrics
+from fishchat_operator.autoscaler import Autoscaler
 from fishchat_operator.config import OperatorConfig
 from fishchat_operator.constants import (
     API_VERSION,
@@ -83,7 +85,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
     kube = KubeClient(lambda: login(settings, config.kubeconfig))
     memo["config"] = config
     memo["kube"] = kube
-    memo["reconciler"] = Reconciler(kube, config, post_event)
+    reconciler = Reconciler(kube, config, post_event)
+    autoscaler = Autoscaler(
+        kube,
+        config,
+        post_event,
+        lambda namespace, name, log: reconciler.refresh_status(namespace, name, log, wait=True),
+    )
+    reconciler.autoscaling = autoscaler.observation
+    memo["reconciler"] = reconciler
+    memo["autoscaler"] = autoscaler
     if config.metrics_port:
         memo["metrics_runner"] = await metrics.serve(config.metrics_host, config.metrics_port)
         logger.info("Serving metrics on %s:%d/metrics", config.metrics_host, config.metrics_port)
@@ -94,6 +105,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runner = memo.get("metrics_runner")
     if runner is not None:
         await runner.cleanup()
+    autoscaler = memo.get("autoscaler")
+    if autoscaler is not None:
+        await autoscaler.close()
     kube = memo.get("kube")
     if kube is not None:
         await kube.close()
@@ -150,8 +164,37 @@ async def resync(
         await asyncio.sleep(min(STOP_POLL_SECONDS, reconciler.seconds_until_due(uid)))
 
 
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PLURAL,
+    cancellation_backoff=DAEMON_GRACE_SECONDS,
+    cancellation_timeout=DAEMON_CANCELLATION_SECONDS,
+)
+async def autoscale(
+    body: kopf.Body, memo: kopf.Memo, logger: Logger, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Access autoscaling: one tick every `autoscale_seconds` (it does nothing while disabled)."""
+    autoscaler: Autoscaler = memo["autoscaler"]
+    period = memo["config"].autoscale_seconds
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while not stopped:
+        if loop.time() >= due:
+            due = loop.time() + period
+            try:
+                await autoscaler.tick(namespace, name, logger)
+            except Exception:
+                # A failed tick (the API server briefly unreachable) changes nothing; the next one retries.
+                logger.exception("Autoscaling tick failed")
+        # Short sleeps and a look at `stopped`, as in `resync`.
+        await asyncio.sleep(min(STOP_POLL_SECONDS, max(0.0, due - loop.time())))
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
+    memo["autoscaler"].forget(body["metadata"]["uid"])
     try:
         await _reconciler(memo).reclaim(body, logger)
     except ReclaimError as error:

@@ -74,6 +74,7 @@ RESOURCE_TYPES: Final[dict[tuple[str, str], ResourceType]] = {
     ("v1", "Pod"): ResourceType("v1", "pods"),
     ("v1", "Namespace"): ResourceType("v1", "namespaces", namespaced=False),
     ("apps/v1", "Deployment"): ResourceType("apps/v1", "deployments"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ResourceType("autoscaling/v2", "horizontalpodautoscalers"),
     ("policy/v1", "PodDisruptionBudget"): ResourceType("policy/v1", "poddisruptionbudgets"),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ResourceType(
         "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False

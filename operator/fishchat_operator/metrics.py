@@ -54,6 +54,27 @@ ROLE_REPLICAS: Final = Gauge(
 )
 
 
+ACCESS_CONNECTIONS: Final = Gauge(
+    "fishchat_operator_access_connections",
+    "Logged-in connections over a cluster's access pods, as access autoscaling last read them.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+SCALINGS: Final = Counter(
+    "fishchat_operator_access_scalings_total",
+    "Access replica changes made by autoscaling, by direction (up, down).",
+    ["direction"],
+    registry=REGISTRY,
+)
+METRIC_ERRORS: Final = Counter(
+    "fishchat_operator_autoscaling_metric_errors_total",
+    "Connection counts autoscaling could not read, by reason (PrometheusUnavailable, InvalidQuery, "
+    "MissingMetrics).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
 async def serve(host: str, port: int) -> web.AppRunner:
     """Serve /metrics on host:port until the returned runner is cleaned up."""
 

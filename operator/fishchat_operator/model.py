@@ -38,12 +38,17 @@ HBASE_TABLE_PATTERN = r"^([A-Za-z0-9_]+:)?[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 ETCD_ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
 ETCD_PREFIX_PATTERN = r"^/([-A-Za-z0-9_.]+/)*$"
 REDIS_URL_PATTERN = r"^rediss?://"
+PROMETHEUS_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+PROMETHEUS_LABEL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 DEFAULT_IMAGE = "ghcr.io/fishchat/fishchat"
 DEFAULT_VERSION = "0.1.0"
 DEFAULT_P2P_TOPIC = "logic_producer_p2p"
 DEFAULT_GROUP_TOPIC = "logic_producer_group"
 DEFAULT_TABLE = "im"
+# Pods of a Deployment are named <deployment>-<pod-template-hash>-<5 characters>; the regular
+# expression is anchored by PromQL, so another cluster's pods never match.
+DEFAULT_PROMETHEUS_QUERY = 'sum by (pod) (fishchat_access_connections{namespace="$namespace", pod=~"$pods"})'
 
 
 @dataclass(frozen=True)
@@ -350,6 +355,33 @@ class TableSpec(Described):
 
 
 @dataclass(frozen=True)
+class PrometheusSpec(Described):
+    url: str | None = spec_field(
+        "Base URL of the Prometheus HTTP API that scrapes the access pods, e.g. "
+        "http://prometheus-operated.monitoring.svc:9090. Unset: the operator's in-cluster default "
+        "(its FISHCHAT_OPERATOR_PROMETHEUS_URL setting).",
+        None,
+        max_length=2048,
+        pattern=PROMETHEUS_URL_PATTERN,
+    )
+    query: str = spec_field(
+        "PromQL template of the live logged-in connections per access pod; $namespace, $cluster and "
+        "$pods (a regular expression of the cluster's access pod names) are replaced before it runs. "
+        "It must return an instant vector; grouped by pod (the podLabel label), the operator also "
+        "removes the emptiest pods first on a scale-down.",
+        DEFAULT_PROMETHEUS_QUERY,
+        min_length=1,
+        max_length=4096,
+    )
+    pod_label: str = spec_field(
+        "The label of the query's result that names the pod.",
+        "pod",
+        max_length=128,
+        pattern=PROMETHEUS_LABEL_PATTERN,
+    )
+
+
+@dataclass(frozen=True)
 class AutoscalingSpec(Described):
     __cel__ = (
         CelRule(
@@ -387,9 +419,13 @@ class AutoscalingSpec(Described):
         maximum=86400,
     )
     mode: AutoscalingMode = spec_field(
-        "Operator: the operator scales access itself. HPA or KEDA: it renders that object instead "
-        "and never writes access replicas itself.",
+        "Operator: the operator reads the connection count from Prometheus and scales access itself. "
+        "HPA: it renders a HorizontalPodAutoscaler on the same metric (served by a custom-metrics "
+        "adapter) and never writes access replicas itself.",
         AutoscalingMode.OPERATOR,
+    )
+    prometheus: PrometheusSpec = spec_field(
+        "Where the operator reads the connection count (mode Operator).", default_factory=PrometheusSpec
     )
 
 

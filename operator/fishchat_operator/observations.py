@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fishchat_operator.constants import Role
+from fishchat_operator.constants import AutoscalingMode, Reason, Role
 from fishchat_operator.model import Cluster, parse_cluster
 from fishchat_operator.schema import Described, SpecError, parse, spec_field
 from fishchat_operator.status import Condition
@@ -89,6 +89,22 @@ class HBaseObservation(Described):
 
 
 @dataclass(frozen=True)
+class AutoscalingObservation(Described):
+    """What the autoscaler (`autoscaler.py`) last saw and did for one cluster."""
+
+    mode: AutoscalingMode = spec_field("Who scales access.", AutoscalingMode.OPERATOR)
+    connections: int | None = spec_field(
+        "Logged-in connections over all access pods at the last good read.", None, minimum=0
+    )
+    desired_replicas: int | None = spec_field("Access replicas the last decision asked for.", None, minimum=0)
+    last_scale_time: str | None = spec_field("When autoscaling last changed the replicas (RFC 3339).", None)
+    decision: str = spec_field("The last decision in words.", "")
+    metric_status: str = spec_field("Whether the metric could be read: True, False or Unknown.", "True")
+    metric_reason: str = spec_field("Why, in one CamelCase word.", Reason.VALID_METRIC.value)
+    metric_message: str = spec_field("Details for humans.", "")
+
+
+@dataclass(frozen=True)
 class Observed(Described):
     """Everything `conditions()` needs. `now` is passed in so the function stays pure."""
 
@@ -102,7 +118,9 @@ class Observed(Described):
     previous: tuple[Condition, ...] = spec_field(
         "Conditions currently in the status (their transition times are kept when unchanged).", ()
     )
-    connections: int | None = spec_field("Live connections, as autoscaling last measured them.", None)
+    autoscaling: AutoscalingObservation | None = spec_field(
+        "What access autoscaling last measured and decided; absent while it is disabled.", None
+    )
 
 
 @dataclass(frozen=True)

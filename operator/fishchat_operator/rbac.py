@@ -7,8 +7,9 @@ fail when either file drifts from this list. To let the operator make a new call
 regenerate, and the operator tests (which run the operator as exactly this ServiceAccount) show it works.
 
 What it must never get: Secrets (pods get credentials through secretKeyRef), deletion of children (their
-owner references let Kubernetes' garbage collector do it), `update` where `patch` suffices, and
-anything about RBAC itself.
+owner references let Kubernetes' garbage collector do it; the one exception is the access
+HorizontalPodAutoscaler, which must go at once when autoscaling stops delegating to it, not when the
+cluster goes), `update` where `patch` suffices, and anything about RBAC itself.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ RULES: Final = (
         ("get", "patch"),
     ),
     Rule(
+        "Access autoscaling (mode Operator) writes the access replicas through the scale subresource, "
+        "the path kubectl scale and an HPA use.",
+        (GROUP,),
+        (f"{PLURAL}/scale",),
+        ("get", "patch"),
+    ),
+    Rule(
         "Children carry blockOwnerDeletion; the OwnerReferencesPermissionEnforcement admission plugin "
         "requires update on the owner's finalizers for that.",
         (GROUP,),
@@ -74,6 +82,20 @@ RULES: Final = (
         ("apps",),
         ("deployments",),
         ("get", "list", "watch", "create", "patch"),
+    ),
+    Rule(
+        "Access autoscaling lists the access pods and, before a scale-down, sets each one's "
+        "controller.kubernetes.io/pod-deletion-cost to its connection count, so the emptiest go first.",
+        ("",),
+        ("pods",),
+        ("list", "patch"),
+    ),
+    Rule(
+        "Access autoscaling mode HPA: the rendered HorizontalPodAutoscaler (server-side apply), deleted "
+        "when autoscaling stops delegating to it, so it cannot fight over the replicas.",
+        ("autoscaling",),
+        ("horizontalpodautoscalers",),
+        ("get", "create", "patch", "delete"),
     ),
     Rule("Events for notable steps (kopf posts core/v1 Events).", ("",), ("events",), ("create",)),
     Rule(
@@ -95,7 +117,8 @@ HEADER: Final = """\
 # do not edit by hand: change the rules there and regenerate (the Helm chart gets the same rules).
 # Least privilege for fishchat-operator: exactly the calls it makes, nothing else.
 # - It never reads Secrets (pods get credentials through secretKeyRef), never deletes children
-#   (their owner references let Kubernetes' garbage collector do it), never touches Pods.
+#   (their owner references let Kubernetes' garbage collector do it) but the access HPA when
+#   autoscaling stops delegating to it, and touches Pods only to set their pod-deletion-cost.
 # For a namespaced install, bind this ClusterRole with a RoleBinding in each watched namespace and
 # keep a ClusterRoleBinding only for the namespace/CRD observation rules (the Helm chart's
 # operator.watchNamespaces does exactly that; see docs/operator.md).

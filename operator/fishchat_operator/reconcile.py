@@ -14,6 +14,7 @@ Kafka and HBase on every pod event.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -42,14 +43,15 @@ from fishchat_operator.constants import (
 from fishchat_operator.kube import KubeClient, KubeError, describe
 from fishchat_operator.model import Cluster, parse_cluster
 from fishchat_operator.observations import (
+    AutoscalingObservation,
     DeploymentObservation,
     HBaseObservation,
     KafkaObservation,
     Observation,
     Observed,
 )
-from fishchat_operator.render import render
-from fishchat_operator.schema import SpecError, parse, to_mapping
+from fishchat_operator.render import hpa_name, render, wants_hpa
+from fishchat_operator.schema import SpecError, json_key, parse, to_mapping
 from fishchat_operator.status import ClusterStatus, Condition
 from fishchat_operator.topics import TopicAction, wanted_topics
 
@@ -59,6 +61,10 @@ MIN_RESYNC_PAUSE_SECONDS = 0.5
 
 class EventSink(Protocol):
     def __call__(self, body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None: ...
+
+
+#: The keys of status the operator owns: one it no longer reports is removed, not left stale.
+STATUS_KEYS = frozenset(json_key(f) for f in dataclasses.fields(ClusterStatus))
 
 
 def utc_now() -> str:
@@ -85,11 +91,14 @@ class Reconciler:
         config: OperatorConfig,
         post_event: EventSink,
         clock: Callable[[], str] = utc_now,
+        autoscaling: Callable[[str], AutoscalingObservation | None] = lambda uid: None,
     ) -> None:
         self.kube = kube
         self.config = config
         self.post_event = post_event
         self.clock = clock
+        #: The autoscaler's last observation of a cluster (by uid), for the status.
+        self.autoscaling = autoscaling
         self._locks: dict[str, asyncio.Lock] = {}
         self._last_full: dict[str, float] = {}
         self._backends: dict[str, BackendState] = {}
@@ -145,18 +154,28 @@ class Reconciler:
         await self.reconcile(body, "resync", logger)
 
     async def refresh_status(
-        self, namespace: str, name: str, logger: logging.Logger | logging.LoggerAdapter[Any]
+        self,
+        namespace: str,
+        name: str,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        *,
+        wait: bool = False,
     ) -> None:
-        """Recompute the status from the Deployments only (after one of them changed)."""
+        """Recompute the status from the Deployments only (after one of them changed), with the last
+        backend results and the autoscaler's last observation. Without `wait` it gives way to a pass
+        that is running (which publishes a fresher status); with it, it runs after that pass."""
         body = await self.kube.get(API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         uid = body["metadata"]["uid"]
-        backends = self._backends.get(uid)
         lock = self._lock(uid)
-        if backends is None or lock.locked():
+        if self._backends.get(uid) is None or (lock.locked() and not wait):
             return  # no full pass yet, or one is running and will publish a fresher status
         async with lock:
+            backends = self._backends.get(uid)
+            body = await self.kube.get(API_VERSION, KIND, namespace, name) if wait else body
+            if backends is None or body is None or body["metadata"].get("uid") != uid:
+                return
             try:
                 cluster = parse_cluster(body)
             except SpecError:
@@ -169,6 +188,7 @@ class Reconciler:
                 kafka=backends.kafka,
                 hbase=backends.hbase,
                 previous=_previous_conditions(body),
+                autoscaling=self.autoscaling(uid),
             )
             status = conditions(Observation(cluster, observed))
             await self._publish(body, status, logger)
@@ -264,6 +284,8 @@ class Reconciler:
             return status
 
         apply_errors, created = await self._apply_all(cluster, logger)
+        if not wants_hpa(cluster):
+            apply_errors += await self._remove_hpa(cluster)
         if created:
             kinds = Counter(kind for kind, _ in created)
             summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
@@ -309,6 +331,7 @@ class Reconciler:
             kafka=kafka_outcome.observation,
             hbase=table_outcome.observation,
             previous=previous,
+            autoscaling=self.autoscaling(cluster.uid),
         )
         status = conditions(Observation(cluster, observed))
         await self._publish(body, status, logger)
@@ -337,6 +360,20 @@ class Reconciler:
         if errors:
             logger.info("Could not apply %d children: %s", len(errors), "; ".join(errors))
         return tuple(sorted(errors)), sorted(created)
+
+    async def _remove_hpa(self, cluster: Cluster) -> tuple[str, ...]:
+        """Delete the access HPA this cluster had while autoscaling was delegated to one (another
+        mode, or autoscaling off, must not leave it fighting over the replicas)."""
+        name = hpa_name(cluster)
+        try:
+            hpa = await self.kube.get("autoscaling/v2", "HorizontalPodAutoscaler", cluster.namespace, name)
+            owners = ((hpa or {}).get("metadata") or {}).get("ownerReferences") or []
+            if hpa is not None and any(o.get("uid") == cluster.uid for o in owners):
+                await self.kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", cluster.namespace, name)
+        except KubeError as error:
+            metrics.ERRORS.labels("apply").inc()
+            return (f"HorizontalPodAutoscaler {cluster.namespace}/{name} (could not remove it: {error})",)
+        return ()
 
     async def _ensure_topics(self, cluster: Cluster) -> kafka_topics.TopicsOutcome:
         outcome = await kafka_topics.ensure_topics(
@@ -392,11 +429,12 @@ class Reconciler:
         _export_metrics(meta["namespace"], meta["name"], status)
         new = to_mapping(status)
         current = body.get("status") or {}
-        if all(current.get(key) == value for key, value in new.items()):
+        gone = {key: None for key in current if key in STATUS_KEYS and key not in new}
+        if not gone and all(current.get(key) == value for key, value in new.items()):
             return  # unchanged: no write, no event
         try:
             await self.kube.merge_patch(
-                API_VERSION, KIND, meta["namespace"], meta["name"], {"status": new}, "status"
+                API_VERSION, KIND, meta["namespace"], meta["name"], {"status": {**new, **gone}}, "status"
             )
         except KubeError as error:
             if error.not_found:

@@ -14,12 +14,16 @@ from typing import Any, Final
 
 from fishchat_operator.constants import (
     ANNOTATION_CONFIG_HASH,
+    ANNOTATION_SCRAPE,
+    ANNOTATION_SCRAPE_PATH,
+    ANNOTATION_SCRAPE_PORT,
     API_VERSION,
     APP_NAME,
     CLI_COMMAND,
     COMPONENT_SHARED,
     CONFIG_MOUNT_PATH,
     CONFIG_VOLUME,
+    CONNECTIONS_METRIC,
     CONTAINER_NAME,
     ENV_ADVERTISE_HOST,
     ENV_CONFIG,
@@ -35,6 +39,7 @@ from fishchat_operator.constants import (
     LABEL_NAME,
     LABEL_PART_OF,
     LABEL_VERSION,
+    METRICS_PATH,
     OPERATOR_NAME,
     PART_OF,
     READYZ_PATH,
@@ -43,6 +48,7 @@ from fishchat_operator.constants import (
     RUN_AS_USER,
     TERMINATION_GRACE_SECONDS,
     TMP_VOLUME,
+    AutoscalingMode,
     Port,
     PortName,
     Role,
@@ -64,16 +70,22 @@ Manifest = dict[str, Any]
 
 REVISION_HISTORY_LIMIT: Final = 5
 HOSTNAME_TOPOLOGY_KEY: Final = "kubernetes.io/hostname"
+# The HorizontalPodAutoscaler's period bounds (autoscaling/v2 HPAScalingPolicy.periodSeconds).
+HPA_MAX_PERIOD_SECONDS: Final = 1800
 
 
 def render(cluster: Cluster) -> list[Manifest]:
-    """Every child of `cluster`: the ServiceAccount, then per role ConfigMap, Service, Deployment, PDB."""
+    """Every child of `cluster`: the ServiceAccount, then per role ConfigMap, Service, Deployment, PDB
+    (and the public Service of an exposed role), then the access HorizontalPodAutoscaler when
+    autoscaling is delegated to one."""
     manifests: list[Manifest] = [service_account(cluster)]
     for role in ROLES:
         config = config_map(cluster, role)
         manifests += [config, service(cluster, role), deployment(cluster, role, config), pdb(cluster, role)]
         if role in EXPOSED_ROLES:
             manifests.append(public_service(cluster, role))
+    if wants_hpa(cluster):
+        manifests.append(horizontal_pod_autoscaler(cluster))
     return manifests
 
 
@@ -233,6 +245,58 @@ def pdb(cluster: Cluster, role: Role) -> Manifest:
     }
 
 
+def wants_hpa(cluster: Cluster) -> bool:
+    autoscaling = cluster.spec.autoscaling
+    return autoscaling.enabled and autoscaling.mode is AutoscalingMode.HPA
+
+
+def hpa_name(cluster: Cluster) -> str:
+    return child_name(cluster, Role.ACCESS)
+
+
+def horizontal_pod_autoscaler(cluster: Cluster) -> Manifest:
+    """mode HPA: an autoscaling/v2 HPA on the cluster's scale subresource (the access replicas), on
+    the access pods' connection count as a custom metric (a custom-metrics adapter, e.g.
+    prometheus-adapter, serves it from Prometheus). Scale-down follows the same window and step as
+    the operator's own loop, one step per drain (the access grace period)."""
+    policy = cluster.spec.autoscaling
+    drain = cluster.spec.roles.access.termination_grace_period_seconds
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(cluster, hpa_name(cluster), Role.ACCESS.value),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": cluster.name},
+            "minReplicas": policy.min_replicas,
+            "maxReplicas": policy.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": CONNECTIONS_METRIC},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": str(policy.target_connections_per_pod),
+                        },
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": policy.scale_down_window_seconds,
+                    "policies": [
+                        {
+                            "type": "Pods",
+                            "value": policy.scale_down_step,
+                            "periodSeconds": min(drain, HPA_MAX_PERIOD_SECONDS),
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 def config_hash(config: Manifest) -> str:
     text = "\n".join(f"{k}\n{v}" for k, v in sorted(config["data"].items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -376,7 +440,12 @@ def deployment(cluster: Cluster, role: Role, config: Manifest) -> Manifest:
             "template": {
                 "metadata": {
                     "labels": labels(cluster, role.value),
-                    "annotations": {ANNOTATION_CONFIG_HASH: config_hash(config)},
+                    "annotations": {
+                        ANNOTATION_CONFIG_HASH: config_hash(config),
+                        ANNOTATION_SCRAPE: "true",
+                        ANNOTATION_SCRAPE_PORT: str(Port.METRICS.value),
+                        ANNOTATION_SCRAPE_PATH: METRICS_PATH,
+                    },
                 },
                 "spec": pod_spec,
             },

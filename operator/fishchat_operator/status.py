@@ -85,13 +85,30 @@ class TableStatus(Described):
 
 
 @dataclass(frozen=True)
+class AutoscalingStatus(Described):
+    mode: str = spec_field("Who scales access: Operator or HPA.", max_length=16)
+    current_connections: int | None = spec_field(
+        "Logged-in connections over all access pods at the last good read (mode Operator).", None, minimum=0
+    )
+    desired_replicas: int | None = spec_field("Access replicas the last decision asked for.", None, minimum=0)
+    last_scale_time: str | None = spec_field(
+        "When access replicas were last changed by autoscaling (RFC 3339).",
+        None,
+        max_length=64,
+        date_time=True,
+    )
+    reason: str | None = spec_field("The last decision, in words.", None, max_length=1024)
+
+
+@dataclass(frozen=True)
 class ClusterStatus(Described):
     observed_generation: int | None = spec_field(
         "The metadata.generation the operator last reconciled.", None, minimum=0
     )
     conditions: tuple[Condition, ...] = spec_field(
-        "Ready (every role ready and the backends provisioned), Progressing (a rollout is under way) "
-        "and Degraded (something the operator cannot fix by itself; the reason says what).",
+        "Ready (every role ready and the backends provisioned), Progressing (a rollout is under way), "
+        "Degraded (something the operator cannot fix by itself; the reason says what) and, while "
+        "autoscaling is enabled, ScalingActive (its metric can be read).",
         (),
         max_items=16,
         list_map_keys=("type",),
@@ -108,6 +125,9 @@ class ClusterStatus(Described):
         "autoscaling has measured.",
         None,
         minimum=0,
+    )
+    autoscaling: AutoscalingStatus | None = spec_field(
+        "Access autoscaling's last measurement and decision; unset while autoscaling is disabled.", None
     )
     version: str | None = spec_field("The FishChat version the children were last rendered with.", None)
     topics: TopicsStatus | None = spec_field("The Kafka topics as they exist.", None)

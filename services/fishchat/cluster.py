@@ -199,8 +199,9 @@ class RoleProcess:
 class Cluster:
     """Every production role as its own process against the real servers (see the module docstring).
 
-    `run_dir`: where configs and logs go. `access`: how many access servers. `config`: a TOML file
-    (the `ServeConfig` shape) applied to every process; `settings`: more TOML tables on top (e.g.
+    `run_dir`: where configs and logs go. `access`: how many access servers (0: they run elsewhere,
+    e.g. as the pods of an operator test). `config`: a TOML file (the `ServeConfig` shape) applied to
+    every process; `settings`: more TOML tables on top (e.g.
     `{"chat": {"scrypt": {"log2_n": 10}}}`), and `role_settings` per role. `env`: where `FISHCHAT_*`
     variables are read from (default the process environment); they win over the file, and the
     running stack's addresses fill in servers neither names. `namespace`: the names this cluster owns
@@ -225,8 +226,8 @@ class Cluster:
         python: str = sys.executable,
         launcher: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        if access < 1:
-            raise ValueError("a cluster needs at least one access server")
+        if access < 0:
+            raise ValueError("access servers cannot be fewer than none")
         unknown = set(role_settings or {}) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) in role_settings: {', '.join(sorted(unknown))}")

@@ -27,6 +27,7 @@ from fishchat_operator.constants import API_VERSION, CRD_NAME, KIND
 from fishchat_operator.crd import crd
 from fishchat_operator.kube import KubeClient, KubeError
 from tests.operator.harness import (
+    AUTOSCALE_SECONDS,
     NAMESPACE_PATTERN,
     OPERATOR_NAMESPACE,
     OPERATOR_RBAC_FILES,
@@ -51,12 +52,13 @@ def operator_env(stack_env: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
     Values come from the stack, else from the environment (for a stack limited with
     FISHCHAT_STACK_COMPONENTS plus servers started separately).
     """
-    needed = ("KUBECONFIG", "FISHCHAT_KAFKA_BOOTSTRAP", "FISHCHAT_HBASE_THRIFT")
+    needed = ("KUBECONFIG", "FISHCHAT_KAFKA_BOOTSTRAP", "FISHCHAT_HBASE_THRIFT", "FISHCHAT_PROMETHEUS_URL")
     env = {**{k: os.environ[k] for k in needed if os.environ.get(k)}, **stack_env}
     missing = [k for k in needed if not env.get(k)]
     if missing:
         pytest.fail(
-            f"the stack did not provide {', '.join(missing)}; run `fishchat-stack up kube kafka hbase`"
+            f"the stack did not provide {', '.join(missing)}; "
+            "run `fishchat-stack up kube kafka hbase prometheus`"
         )
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -125,6 +127,8 @@ def operator(crd_installed: None, operator_kubeconfig: Path) -> Iterator[Running
     config = OperatorConfig(
         kubeconfig=str(operator_kubeconfig),
         resync_seconds=RESYNC_SECONDS,
+        autoscale_seconds=AUTOSCALE_SECONDS,
+        prometheus_url=os.environ["FISHCHAT_PROMETHEUS_URL"],
         backend_timeout_seconds=5.0,
         reclaim_retry_seconds=2.0,
         metrics_host="127.0.0.1",

@@ -33,6 +33,7 @@ OPERATOR_RBAC_FILES = ("namespace.yaml", "serviceaccount.yaml", "clusterrole.yam
 OPERATOR_NAMESPACE = "fishchat-system"
 OPERATOR_SERVICE_ACCOUNT = "fishchat-operator"
 RESYNC_SECONDS = 2.0
+AUTOSCALE_SECONDS = 2.0
 WAIT_SECONDS = 90.0
 T = TypeVar("T")
 

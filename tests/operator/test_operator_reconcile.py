@@ -530,11 +530,17 @@ async def test_operator_manifests_are_valid_and_rbac_is_least_privilege(
 
     assert await allowed("patch", "deployments", "apps")
     assert await allowed("patch", "fishchatclusters", "fishchat.io", "status")
+    # Access autoscaling: the scale subresource, pod deletion costs, the HPA of mode HPA.
+    assert await allowed("patch", "fishchatclusters", "fishchat.io", "scale")
+    assert await allowed("patch", "pods")
+    assert await allowed("delete", "horizontalpodautoscalers", "autoscaling")
     for verb, resource, group in (
         ("get", "secrets", ""),
         ("list", "secrets", ""),
         ("delete", "deployments", "apps"),
         ("create", "pods", ""),
+        ("delete", "pods", ""),
+        ("update", "pods", ""),
         ("delete", "fishchatclusters", "fishchat.io"),
         ("update", "deployments", "apps"),
         ("escalate", "clusterroles", "rbac.authorization.k8s.io"),

@@ -12,6 +12,11 @@ grant per watched namespace and those about cluster-scoped objects.
 - apiGroups: [fishchat.io]
   resources: [fishchatclusters/status]
   verbs: [get, patch]
+# Access autoscaling (mode Operator) writes the access replicas through the scale subresource, the
+# path kubectl scale and an HPA use.
+- apiGroups: [fishchat.io]
+  resources: [fishchatclusters/scale]
+  verbs: [get, patch]
 # Children carry blockOwnerDeletion; the OwnerReferencesPermissionEnforcement admission plugin
 # requires update on the owner's finalizers for that.
 - apiGroups: [fishchat.io]
@@ -29,6 +34,16 @@ grant per watched namespace and those about cluster-scoped objects.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
+# Access autoscaling lists the access pods and, before a scale-down, sets each one's
+# controller.kubernetes.io/pod-deletion-cost to its connection count, so the emptiest go first.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
+# Access autoscaling mode HPA: the rendered HorizontalPodAutoscaler (server-side apply), deleted
+# when autoscaling stops delegating to it, so it cannot fight over the replicas.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, create, patch, delete]
 # Events for notable steps (kopf posts core/v1 Events).
 - apiGroups: [""]
   resources: [events]

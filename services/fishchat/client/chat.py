@@ -199,6 +199,8 @@ class ChatClient:
         self._conn: ClientLink | None = None
         self._endpoint: Endpoint | None = None
         self._links: dict[ClientLink, PendingRequests] = {}
+        #: Connections a draining server told to go, closed once their last reply is in.
+        self._leaving: set[ClientLink] = set()
         self._online = asyncio.Event()
         self._closed = asyncio.Event()
         self._close_error: ClientError | None = None
@@ -446,6 +448,7 @@ class ChatClient:
 
     def _on_lost(self, conn: ClientLink, error: Exception | None) -> None:
         pending = self._links.pop(conn, None)
+        self._leaving.discard(conn)
         reason = error if isinstance(error, ClientError) else None
         if pending is not None:
             pending.fail_all(reason or ConnectionLost(f"the connection to {conn.endpoint} closed"))
@@ -473,8 +476,11 @@ class ChatClient:
         if plan is None or not pending:
             conn.close()
         else:
-            # A draining server still answers what it received; let those replies arrive, then close.
-            # Requests it drops fail as the connection closes, and sends are retried on the next one.
+            # A draining server still answers what it received, and waits for us to close first (its
+            # close could otherwise reset the connection and destroy replies we have not read): close
+            # once the last reply is in, or after DRAIN_GRACE. Requests it drops fail as the
+            # connection closes, and sends are retried on the next one.
+            self._leaving.add(conn)
             asyncio.get_running_loop().call_later(DRAIN_GRACE, conn.close)
         if plan is None:
             self._spawn(
@@ -603,6 +609,8 @@ class ChatClient:
         key: str | None = getattr(message, "msgID", None) if cmd in _KEYED else None
         if not pending.resolve(cmd, message, key):
             log.debug("unexpected reply cmd %d from %s", cmd, conn.endpoint)
+        if not pending and conn in self._leaving:
+            conn.close()
 
     async def _current(self) -> ClientLink:
         """The connection to send on, waiting (up to the request timeout) while reconnecting."""
@@ -615,7 +623,16 @@ class ChatClient:
                 raise ClientError("connect() first")
             conn = self._conn
             if conn is not None and self._online.is_set():
-                return conn
+                if conn.is_open:
+                    return conn
+                # Closing (the server's end came in): its loss handler runs as it closes, detaching it
+                # and starting a reconnect; then wait for that like any other reconnect.
+                try:
+                    async with asyncio.timeout(self._request_timeout):
+                        await conn.wait_closed()
+                except TimeoutError:
+                    raise RequestTimeout(f"{conn.endpoint} did not finish closing") from None
+                continue
             online = asyncio.ensure_future(self._online.wait())
             closed = asyncio.ensure_future(self._closed.wait())
             try:

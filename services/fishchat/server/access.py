@@ -38,7 +38,8 @@ and, when it drains or a device logs in again, ResReconnect (20009). What this m
   field (every original client) is the device of its token (`fishchat.domain.devices`).
 - **Drain** (SIGTERM): stop accepting, leave the registry (the gateway stops handing this server
   out), send every client ResReconnect{reason: "draining"}, refuse new requests with 90002, let the
-  requests already received finish (their acks are written), then close.
+  requests already received finish (their acks are written), give the clients a moment to close
+  their ends (so no reset destroys replies they have not read), then close.
 """
 
 from __future__ import annotations
@@ -757,6 +758,12 @@ class AccessServer(FramedServer[AccessConnection]):
             _, unfinished = await asyncio.wait(running, timeout=self.config.drain_timeout_s)
             if unfinished:
                 log.warning("%d connections still busy at the end of the drain", len(unfinished))
+        # A client closes its end once it has every reply it waits for. Closing ours first, while its
+        # last request may still be unread here, would reset the connection, and a reset destroys
+        # what the client has not read yet: the ResReconnect and acks written above.
+        leaving = min(max(1.0, self.config.reconnect_spread_ms / 1000), max(0.0, deadline - self.now()))
+        if not await self.wait_disconnected(leaving):
+            log.info("%d clients still connected at the end of the drain", len(self.connections))
         await self.close(timeout_s=max(0.5, deadline - self.now()))
 
     async def close(self, timeout_s: float = 2.0) -> None:

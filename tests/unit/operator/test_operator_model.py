@@ -39,11 +39,22 @@ PURE_MODULES = (
     "roleconfig",
     "topics",
     "conditions",
+    "autoscaling",
     "crd",
     "tomlfmt",
     "yamlio",
 )
-IO_MODULES = ("kube", "kafka_topics", "hbase_table", "reconcile", "handlers", "metrics", "__main__")
+IO_MODULES = (
+    "kube",
+    "kafka_topics",
+    "hbase_table",
+    "prometheus",
+    "reconcile",
+    "autoscaler",
+    "handlers",
+    "metrics",
+    "__main__",
+)
 IO_LIBRARIES = ("kopf", "aiohttp", "aiokafka", "happybase", "thriftpy2", "kubernetes", "prometheus_client")
 
 
