@@ -175,6 +175,8 @@ class AccessPods:
 
     async def _start(self, pod: Mapping[str, Any]) -> None:
         name = pod["metadata"]["name"]
+        node = pod["spec"].get("nodeName")
+        assert not node, f"{name} is scheduled on node {node}: a kubelet runs it, not this harness"
         # Keep the Pod object while its process drains (see the module docstring).
         await self.kube.merge_patch(
             "v1", "Pod", self.namespace, name, {"metadata": {"finalizers": [FINALIZER]}}
@@ -193,6 +195,7 @@ class AccessPods:
             "FISHCHAT_SERVER_CLIENT_LISTEN": f"{HOST}:0",
             "FISHCHAT_SERVER_GRPC_LISTEN": f"{HOST}:0",
             "FISHCHAT_SERVER_METRICS_LISTEN": f"{HOST}:0",
+            "FISHCHAT_SERVER_WS_LISTEN": f"{HOST}:0",
         }
         out_path, log_path = pod_dir / "stdout", pod_dir / "stderr.log"
         with out_path.open("wb") as stdout, log_path.open("wb") as stderr:

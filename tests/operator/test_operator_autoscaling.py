@@ -73,12 +73,19 @@ def autoscaled(
     scenario: Scenario, chat: Cluster, *, replicas: int, enabled: bool = True, **autoscaling: Any
 ) -> dict[str, Any]:
     """A FishChatCluster whose access pods join `chat` (its etcd and registry prefix); no other role's
-    pods (those run as `chat`'s processes)."""
+    pods (those run as `chat`'s processes). The access pods ask for more CPU than any node has, so
+    where the stack runs a real node its scheduler leaves them alone: their containers are the local
+    processes of `AccessPods` (the Pod variant of these tests, on the node, is e2e's)."""
     etcd = chat.serve_config().etcd.endpoints.split(",")[0]
     body = scenario.cluster(
         roles={
             **{role: {"replicas": 0} for role in OTHER_ROLES},
-            "access": {"replicas": replicas, "terminationGracePeriodSeconds": 15, "preStopSleepSeconds": 1},
+            "access": {
+                "replicas": replicas,
+                "terminationGracePeriodSeconds": 15,
+                "preStopSleepSeconds": 1,
+                "resources": {"requests": {"cpu": "1000"}},
+            },
         },
         autoscaling={"enabled": enabled, **autoscaling},
     )
