@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fishchat.client import ChatClient, ChatMessage, Endpoint
+from fishchat.client import ChatClient, Endpoint
 from fishchat.cluster import Cluster
 from fishchat_operator.constants import (
     ANNOTATION_DELETION_COST,
@@ -54,6 +52,7 @@ from tests.operator.harness import (
     free_port,
     wait_condition,
 )
+from tests.traffic import Ledger, SteadyTraffic
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -74,8 +73,8 @@ def autoscaled(
 ) -> dict[str, Any]:
     """A FishChatCluster whose access pods join `chat` (its etcd and registry prefix); no other role's
     pods (those run as `chat`'s processes). The access pods ask for more CPU than any node has, so
-    where the stack runs a real node its scheduler leaves them alone: their containers are the local
-    processes of `AccessPods` (the Pod variant of these tests, on the node, is e2e's)."""
+    the stack's node never takes them, not even while the e2e tier lifts its reserving taint: their
+    containers are the local processes of `AccessPods`."""
     etcd = chat.serve_config().etcd.endpoints.split(",")[0]
     body = scenario.cluster(
         roles={
@@ -216,48 +215,6 @@ async def _async(value: bool) -> bool:
 # --- a scale-down under steady traffic ---------------------------------------------------------------
 
 
-@dataclass
-class Ledger:
-    """What each device received, per (source, target): the sequence numbers in arrival order."""
-
-    received: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-
-    def handler(self, uid: int) -> Any:
-        def handle(message: ChatMessage) -> None:
-            tag, seq, _ = message.body.split(":", 2)
-            assert tag == "steady", message.body
-            self.received.setdefault((message.source_uid, uid), []).append(int(seq))
-
-        return handle
-
-
-@dataclass
-class Sender:
-    client: ChatClient
-    partner: int
-    acked: int = 0
-    errors: list[str] = field(default_factory=list)
-    longest_ack_s: float = 0.0
-
-
-async def send_steadily(sender: Sender, interval_s: float, stop: asyncio.Event) -> None:
-    """A chat app: message n, then n + 1 once n is acked, one every `interval_s`; it never retries
-    itself, so any send the client library cannot get through shows as an error."""
-    loop = asyncio.get_running_loop()
-    due = loop.time()
-    while not stop.is_set():
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        due = max(due + interval_s, loop.time())
-        began = loop.time()
-        try:
-            await sender.client.send_p2p(sender.partner, f"steady:{sender.acked}:x")
-        except Exception as error:  # counted: the test requires none
-            sender.errors.append(f"message {sender.acked}: {error!r}")
-            return
-        sender.longest_ack_s = max(sender.longest_ack_s, loop.time() - began)
-        sender.acked += 1
-
-
 async def test_scale_down_under_steady_traffic_loses_nothing(
     kube: KubeClient, scenario: Scenario, chat: Cluster, tmp_path: Path
 ) -> None:
@@ -270,27 +227,25 @@ async def test_scale_down_under_steady_traffic_loses_nothing(
     async with AccessPods(kube, ns, "demo", tmp_path / "pods", child_env()) as pods:
         await eventually(lambda: _async(len(pods.running()) == 2), "two access pods to run")
         keep, drain = sorted(pods.running())
-        users = [await register(chat.api_url) for _ in range(10)]
-        # Six devices on one pod, four on the other (the emptier: it goes); each of the four talks
-        # with one of the six, the other two of the six with each other.
-        pairs = [(0, 6), (1, 7), (2, 8), (3, 9), (4, 5)]
-        partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+        # Four talking devices on each pod, each talking with one on the other pod, and one idle
+        # device more on `keep`: 9 connections at 10 per pod need 1 pod, and `drain` (4) is emptier.
+        placement = [keep] * 4 + [drain] * 4 + [keep]
+        users = [await register(chat.api_url) for _ in placement]
         opened: list[ChatClient] = []
         try:
-            for index, (uid, token) in enumerate(users):
+            for (uid, token), pod in zip(users, placement, strict=True):
                 client = ChatClient(
                     uid,
                     token,
                     gateway=chat.gateway,
-                    access=pods.running()[keep if index < 6 else drain].client,
+                    access=pods.running()[pod].client,
                     ping_interval=1.0,
-                    on_message=ledger.handler(uid),
+                    on_message=ledger.handler_for(uid),
                 )
                 await client.connect()
                 opened.append(client)
-            senders = [Sender(c, users[partner[i]][0]) for i, c in enumerate(opened)]
-            stop = asyncio.Event()
-            traffic = [asyncio.create_task(send_steadily(s, 0.25, stop)) for s in senders]  # 40 msg/s
+            traffic = SteadyTraffic(opened[:8], ledger, rate=40.0)
+            traffic.start()
             await asyncio.sleep(3.0)
             await kube.merge_patch(
                 API_VERSION,
@@ -304,45 +259,23 @@ async def test_scale_down_under_steady_traffic_loses_nothing(
             )
             process = pods.processes[drain]
             await eventually(lambda: _async(process.exit_code is not None), f"{drain} to exit", within=30)
-            assert process.exit_code == 0
-            moved = opened[6:]
+            moved = opened[4:8]
             await eventually(
                 lambda: _async(all(c.access_endpoint == pods.running()[keep].client for c in moved)),
                 "the drained pod's clients to be online on the other pod",
                 within=30,
             )
             await asyncio.sleep(3.0)  # traffic after the move
-            stop.set()
-            await asyncio.gather(*traffic)
-
-            # Every acked message reaches its recipient and the sender's own timeline exactly once, in order.
-            async def delivered() -> bool:
-                for client in opened:
-                    await client.sync()
-                return all(
-                    len(ledger.received.get((s.client.uid, s.partner), [])) >= s.acked
-                    and len(ledger.received.get((s.client.uid, s.client.uid), [])) >= s.acked
-                    for s in senders
-                )
-
-            await eventually(delivered, "every acked message to be delivered", within=60, interval=1.0)
-            lost = duplicated = reordered = 0
-            for s in senders:
-                for key in ((s.client.uid, s.partner), (s.client.uid, s.client.uid)):
-                    got = ledger.received.get(key, [])
-                    lost += len(set(range(s.acked)) - set(got))
-                    duplicated += len(got) - len(set(got))
-                    reordered += sum(1 for a, b in itertools.pairwise(got) if b < a)
-            sent = sum(s.acked for s in senders)
-            errors = [e for s in senders for e in s.errors]
-            longest = max(s.longest_ack_s for s in senders)
-            print(
-                f"scale-down under traffic: {sent} messages acked, {lost} lost, {duplicated} duplicated, "
-                f"{reordered} reordered, {len(errors)} failed sends; {len(moved)} clients moved; "
-                f"drain took {process.drain_seconds:.1f}s; longest ack wait {longest * 1000:.0f} ms"
+            await traffic.stop_and_settle(quiet_s=45.0)
+            report = traffic.report("scale-down under steady traffic") + (
+                f"; {len(moved)} clients moved, the drain took {process.drain_seconds:.1f}s"
             )
-            assert sent > 100, "too little traffic to show anything"
-            assert (lost, duplicated, reordered, errors) == (0, 0, 0, [])
+            print(report)
+            # Every acked message arrived exactly once and in order, on both sides...
+            traffic.verify(report)
+            # ...and the application never had to retry: the client library moved every send itself.
+            assert [s.errors for s in traffic.senders if s.errors] == [], report
+            assert process.exit_code == 0
             assert all(c.stats.reconnects >= 1 for c in moved)
             assert await access_replicas(kube, ns) == (1, 1)
         finally:
