@@ -60,8 +60,15 @@ def load_config(
 
 
 def _build(
-    cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], source: str, prefix: list[str]
+    cls: type[T],
+    data: Mapping[str, Any],
+    env: Mapping[str, str],
+    source: str,
+    prefix: list[str],
+    default: Any = None,
 ) -> T:
+    """`cls` from `data` and `env`; a setting found in neither keeps its value in `default` (the
+    enclosing dataclass's default of this section), else the field's own default."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
@@ -78,19 +85,32 @@ def _build(
             table = data.get(name, {})
             if not isinstance(table, Mapping):
                 raise ConfigError(f"{'.'.join(setting)} in {source} must be a table")
-            values[name] = _build(typing.cast(type, hint), table, env, source, setting)
+            values[name] = _build(
+                typing.cast(type, hint), table, env, source, setting, _default_of(field, default)
+            )
             continue
         variable = ENV_PREFIX + "_".join(setting).upper()
         if variable in env:
             values[name] = _parse_env(hint, env[variable], variable)
         elif name in data:
             values[name] = _check(hint, data[name], f"{'.'.join(setting)} in {source}")
+        elif default is not None:
+            values[name] = getattr(default, name)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"setting {'.'.join(setting)} is required (or set {variable})")
     try:
         return cls(**values)
     except ValueError as exc:  # a __post_init__ range check
         raise ConfigError(f"{'.'.join(prefix) or cls.__name__}: {exc}") from exc
+
+
+def _default_of(field: dataclasses.Field[Any], enclosing: Any) -> Any:
+    """The default value of a nested section: the enclosing default's, else the field's own."""
+    if enclosing is not None:
+        return getattr(enclosing, field.name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def _parse_env(hint: Any, raw: str, variable: str) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from fishchat.domain.ratelimit import RateLimiter
 from fishchat.domain.records import (
     AccessNode,
     Account,
@@ -264,3 +265,5 @@ class ChatPorts:
     notifier: Notifier
     #: Optional one-step acceptance of sends (embedded); None: a `BatchAcceptor` over the ports above.
     acceptor: SendAcceptor | None = None
+    #: Shared rate-limit buckets (Redis in production); None: this process's memory.
+    rate_limiter: RateLimiter | None = None

@@ -22,6 +22,7 @@ from fishchat.domain.messaging import MessagingService
 from fishchat.domain.ordering import UNORDERED, SendTicket
 from fishchat.domain.ports import ChatPorts, UserDirectory
 from fishchat.domain.presence import PresenceService
+from fishchat.domain.ratelimit import InProcessRateLimiter, RateLimits
 from fishchat.domain.records import (
     AccessNode,
     Group,
@@ -50,6 +51,16 @@ def bound_uid(bound: int | None, claimed: int) -> int:
     return bound
 
 
+async def limited_send(limits: RateLimits, uid: int, ticket: SendTicket) -> None:
+    """The per-user send limit, before a send (or receipt) takes its turn; a refused send gives its
+    turn up, so the connection's next send is not held up."""
+    try:
+        await limits.send(validation.check_id(uid, "sourceUID"))
+    except BaseException:
+        ticket.release()
+        raise
+
+
 async def check_login(
     accounts: AccountService, users: UserDirectory, settings: ChatSettings, uid: int, token: str, device: str
 ) -> tuple[int, str, TokenInfo]:
@@ -70,17 +81,21 @@ async def check_login(
 
 class AccountsAndGroups:
     """Accounts, tokens and groups as the HTTP API asks for them (`server.ports.ApiCore`): shared by
-    `ChatService` (one process) and register's core (production), which set `accounts` and `groups`."""
+    `ChatService` (one process) and register's core (production), which set `accounts`, `groups`
+    and `limits`."""
 
     accounts: AccountService
     groups: GroupService
+    limits: RateLimits
 
     # Accounts (HTTP API: /x/user/register, /x/user/auth)
 
     async def register(self, uid: int, name: str, password: str) -> User:
         return await self.accounts.register(uid, name, password)
 
-    async def auth(self, uid: int, password: str) -> IssuedToken:
+    async def auth(self, uid: int, password: str, address: str = "") -> IssuedToken:
+        """Check the password (rate limited per account and per client `address`) and issue a token."""
+        await self.limits.auth(validation.check_id(uid, "uid"), address)
         return await self.accounts.authenticate(uid, password)
 
     async def verify_token(self, token: str, uid: int | None = None) -> TokenInfo:
@@ -135,6 +150,7 @@ class ChatService(AccountsAndGroups):
             acceptor=ports.acceptor,
         )
         self.syncing = SyncService(ports.messages, self.settings, self.clock)
+        self.limits = RateLimits(ports.rate_limiter or InProcessRateLimiter(), self.settings.limits)
 
     def delivery(self, *, batch_size: int = 500, poll_timeout_ms: int = 500) -> MessageDelivery:
         """The log consumer (msg-job) over the same ports; run it with `await delivery.run()`."""
@@ -155,6 +171,7 @@ class ChatService(AccountsAndGroups):
 
         On success the caller binds `uid` to the connection; every later request acts as that uid.
         """
+        await self.limits.login(validation.check_id(uid, "UID"))
         uid, device, info = await check_login(
             self.accounts, self.ports.accounts, self.settings, uid, token, device
         )
@@ -190,11 +207,13 @@ class ChatService(AccountsAndGroups):
         self, source_uid: int, target_uid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
     ) -> SendResult:
         """A p2p send; sends holding tickets of one `SendSequence` keep their order (`ordering`)."""
+        await limited_send(self.limits, source_uid, ticket)
         return await self.messaging.send_p2p(source_uid, target_uid, msg_id, body, ticket=ticket)
 
     async def send_group(
         self, source_uid: int, gid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
     ) -> SendResult:
+        await limited_send(self.limits, source_uid, ticket)
         return await self.messaging.send_group(source_uid, gid, msg_id, body, ticket=ticket)
 
     async def sync(
@@ -216,6 +235,7 @@ class ChatService(AccountsAndGroups):
         ticket: SendTicket = UNORDERED,
     ) -> SendResult:
         """A receipt: `uid` has received / read a conversation up to `version` (`MessagingService.mark`)."""
+        await limited_send(self.limits, uid, ticket)
         return await self.messaging.mark(uid, kind, peer_uid, gid, version, self.syncing, ticket=ticket)
 
     # Gateway (10001)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from fishchat.domain.paging import max_sync_entry_size
 from fishchat.domain.passwords import ScryptParams
+from fishchat.domain.ratelimit import RateLimitSettings
 
 MAX_FRAME_PAYLOAD = 65535
 """Largest protobuf payload one frame can carry (2-byte big-endian length header)."""
@@ -44,6 +45,7 @@ class ChatSettings:
     idempotency_ttl_s: int = 24 * 3600
     idempotency_pending_ttl_ms: int = 30_000
     scrypt: ScryptParams = field(default_factory=ScryptParams)
+    limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work; called by the services that use them."""
@@ -80,3 +82,4 @@ class ChatSettings:
         if self.legacy_token_salt is not None and not self.legacy_token_salt:
             raise ValueError("legacy_token_salt must be non-empty when set (None turns legacy mode off)")
         self.scrypt.validate()
+        self.limits.validate()

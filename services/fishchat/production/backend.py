@@ -59,6 +59,7 @@ from fishchat.production.redis import (
     RedisIdempotencyStore,
     RedisKeys,
     RedisPresence,
+    RedisRateLimiter,
     RedisSettings,
     RedisTokenStore,
     connect_redis,
@@ -296,6 +297,7 @@ class ProductionBackend:
                 ids=ids,
                 registry=registry,
                 notifier=notifier,
+                rate_limiter=RedisRateLimiter(redis_client, keys),
             )
             service = ChatService(ports, chat, clock, rng)
         except BaseException:

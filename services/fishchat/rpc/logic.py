@@ -30,6 +30,7 @@ from fishchat.domain import validation
 from fishchat.domain.errors import InvalidField, ServerError, code_of, error_for, message_of
 from fishchat.domain.messaging import MessagingService
 from fishchat.domain.ordering import UNORDERED, Batch, OrderedBatches, SendSequence, SendTicket
+from fishchat.domain.ratelimit import RateLimits
 from fishchat.domain.records import (
     AccessNode,
     MsgType,
@@ -37,6 +38,7 @@ from fishchat.domain.records import (
     Session,
     SyncPage,
 )
+from fishchat.domain.service import limited_send
 from fishchat.domain.settings import ChatSettings
 from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
@@ -88,10 +90,12 @@ class LogicCore:
         sessions: Sessions,
         timelines: Timelines,
         messaging: MessagingService,
+        limits: RateLimits,
     ) -> None:
         self._sessions = sessions
         self._timelines = timelines
         self._messaging = messaging
+        self.limits = limits
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> Session:
         """register checks the token and records the route; the client then syncs to `latest_version`.
@@ -99,6 +103,7 @@ class LogicCore:
         A connection of the same device on another access node is stale from now on: its next ping is
         answered NOT_LOGGED_IN and it is ended with ResReconnect "replaced" (as embedded).
         """
+        await self.limits.login(validation.check_id(uid, "UID"))
         login = await self._sessions.login(uid, token, device, node)
         return Session(
             uid=uid,
@@ -120,11 +125,13 @@ class LogicCore:
     async def send_p2p(
         self, source_uid: int, target_uid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
     ) -> SendResult:
+        await limited_send(self.limits, source_uid, ticket)
         return await self._messaging.send_p2p(source_uid, target_uid, msg_id, body, ticket=ticket)
 
     async def send_group(
         self, source_uid: int, gid: int, msg_id: str, body: str, *, ticket: SendTicket = UNORDERED
     ) -> SendResult:
+        await limited_send(self.limits, source_uid, ticket)
         return await self._messaging.send_group(source_uid, gid, msg_id, body, ticket=ticket)
 
     async def sync(
@@ -144,6 +151,7 @@ class LogicCore:
         *,
         ticket: SendTicket = UNORDERED,
     ) -> SendResult:
+        await limited_send(self.limits, uid, ticket)
         return await self._messaging.mark(uid, kind, peer_uid, gid, version, self._timelines, ticket=ticket)
 
 

@@ -27,6 +27,7 @@ from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser
 from fishchat.domain.groups import GroupService
 from fishchat.domain.ports import AccountStore, GroupStore, IdGenerator, TokenStore
 from fishchat.domain.presence import PresenceService
+from fishchat.domain.ratelimit import InProcessRateLimiter, RateLimits
 from fishchat.domain.records import AccessNode, Group, Route, TokenInfo, User
 from fishchat.domain.service import AccountsAndGroups, check_login
 from fishchat.domain.settings import ChatSettings
@@ -83,8 +84,11 @@ class RegisterCore(AccountsAndGroups):
         ids: IdGenerator,
         settings: ChatSettings,
         clock: Clock,
+        limits: RateLimits | None = None,
     ) -> None:
+        """`limits`: the shared buckets of `/x/user/auth` (Redis); None keeps them in this process."""
         self.settings = settings
+        self.limits = limits or RateLimits(InProcessRateLimiter(), settings.limits)
         self._users = accounts
         self.accounts = AccountService(accounts, tokens, settings, clock)
         self.groups = GroupService(groups, accounts, ids, settings, clock)

@@ -57,6 +57,7 @@ from fishchat.domain.devices import implicit_device
 from fishchat.domain.discovery import ACCESS_ROLE
 from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch, Unavailable
 from fishchat.domain.ordering import SendSequence, SendTicket
+from fishchat.domain.ratelimit import RateLimited, TokenBucket
 from fishchat.domain.records import AccessNode, MsgType, Notice, ServiceInstance
 from fishchat.domain.service import bound_uid
 from fishchat.domain.settings import ChatSettings
@@ -112,6 +113,8 @@ class _EarlyNotice:
 class _Request(NamedTuple):
     frame: DecodedFrame
     arrived: float
+    #: The answer decided on arrival (a rate limit): sent in the request's turn, nothing else done.
+    refusal: Message | None = None
 
 
 class _Lane:
@@ -151,12 +154,14 @@ class AccessConnection(FramedConnection):
         "_control",
         "_ending",
         "_failed_logins",
+        "_login_bucket",
         "_login_deadline",
         "_login_settled",
         "_logins_pending",
         "_paused",
         "_queued",
         "_refreshed_at",
+        "_send_bucket",
         "_sends",
         "_token",
         "device",
@@ -178,6 +183,9 @@ class AccessConnection(FramedConnection):
         self._login_settled: asyncio.Event | None = None
         self._failed_logins = 0
         self._refreshed_at = 0.0
+        #: This connection's rate-limit buckets, made at its first send / login.
+        self._send_bucket: TokenBucket | None = None
+        self._login_bucket: TokenBucket | None = None
         self._login_deadline = self.last_seen + server.config.login_timeout_s
         #: None while serving; "logout" or "draining" once the connection is ending.
         self._ending: str | None = None
@@ -212,14 +220,36 @@ class AccessConnection(FramedConnection):
         if self._ending == "logout":
             self._respond(cmd, code_reply(cmd, ErrCode.NOT_LOGGED_IN, "logging out", message))
             return
+        refusal: Message | None = None
+        if (cmd in _SEND_COMMANDS or cmd == Cmd.LOGIN) and server.rate_limits.enabled:
+            wait = self._take_token(cmd == Cmd.LOGIN)
+            if wait > 0:
+                action = "login" if cmd == Cmd.LOGIN else "send"
+                server.metrics.rate_limited.labels(action, "connection").inc()
+                limited = RateLimited(f"{action}s on this connection", wait)
+                refusal = code_reply(cmd, ErrCode.RATE_LIMITED, limited.message, message)
         if self._queued >= 4 * server.config.max_in_flight:
             self._respond(cmd, code_reply(cmd, ErrCode.RATE_LIMITED, "too many requests in flight", message))
             return
         if cmd == Cmd.LOGIN:
-            self._logins_pending += 1
+            if refusal is None:
+                self._logins_pending += 1
         elif cmd == Cmd.LOGOUT:
             self._ending = "logout"  # later frames are refused; earlier ones finish first
-        self._enqueue(cmd in _SEND_COMMANDS, _Request(frame, server.now()))
+        self._enqueue(cmd in _SEND_COMMANDS, _Request(frame, server.now(), refusal))
+
+    def _take_token(self, login: bool) -> float:
+        """A token of this connection's send or login bucket: 0.0, or the seconds until there is one."""
+        limits, now = self.server.rate_limits, self.server.now()
+        rate = limits.connection_login if login else limits.connection_send
+        bucket = self._login_bucket if login else self._send_bucket
+        if bucket is None:
+            bucket = TokenBucket(rate, now)
+            if login:
+                self._login_bucket = bucket
+            else:
+                self._send_bucket = bucket
+        return bucket.take(rate, now)
 
     def _enqueue(self, is_send: bool, request: _Request) -> None:
         if is_send:
@@ -281,6 +311,8 @@ class AccessConnection(FramedConnection):
 
     async def _handle_send(self, request: _Request, ticket: SendTicket) -> Message | None:
         """The reply to a send (its ack, or the failure in the send's layout); None: drop it unanswered."""
+        if request.refusal is not None:
+            return request.refusal
         cmd, message = request.frame
         try:
             if cmd == Cmd.SEND_P2P_MSG:
@@ -314,6 +346,9 @@ class AccessConnection(FramedConnection):
 
     async def _handle(self, request: _Request) -> None:
         cmd, message = request.frame
+        if request.refusal is not None:
+            self._respond(cmd, request.refusal)
+            return
         try:
             if cmd == Cmd.LOGIN:
                 assert isinstance(message, access_pb2.ReqLogin)
@@ -565,6 +600,7 @@ class AccessServer(FramedServer[AccessConnection]):
         self.announcer = announcer
         self.config = config
         self.limits = field_limits(config, chat)
+        self.rate_limits = chat.limits
         self.legacy_token_salt = chat.legacy_token_salt
         self.node = AccessNode(node_id=config.node_id or "access", address=_UNBOUND)
         self.client_address = ""

@@ -136,6 +136,7 @@ async def serve_backend(
     registry = CollectorRegistry()
     metrics = ServerMetrics(registry)
     service = backend.service
+    service.limits.observer = lambda action, scope: metrics.rate_limited.labels(action, scope).inc()
     access = AccessServer(
         service, backend.notifier, backend.registry, config.access, config.chat, config.host, metrics
     )

@@ -22,6 +22,7 @@ the reason in an extra `detail` field). What FishChat decides on top:
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from fishchat.domain.errors import (
     code_of,
     message_of,
 )
+from fishchat.domain.ratelimit import RateLimited
 from fishchat.errcodes import ErrCode, err_str
 from fishchat.server.config import HttpConfig
 from fishchat.server.metrics import ServerMetrics
@@ -126,7 +128,10 @@ def bearer_token(authorization: str | None, form: Form) -> str:
 
 
 def http_status(code: int) -> int:
-    """The HTTP status of an answer with `code`: 200 for results and refusals, 5xx for server faults."""
+    """The HTTP status of an answer with `code`: 200 for results and refusals, 429 over a rate limit
+    (with Retry-After), 5xx for server faults."""
+    if code == ErrCode.RATE_LIMITED:
+        return 429
     if code == ErrCode.SERVER_ERR:
         return 500
     if code == ErrCode.SERVICE_UNAVAILABLE:
@@ -167,6 +172,8 @@ class Call:
     form: Form
     uid: int = 0
     token: str = ""
+    #: The client's address (password checks are rate limited per address too).
+    address: str = ""
 
 
 Handler = Callable[[Call], Awaitable[Data]]
@@ -278,7 +285,12 @@ class HttpApi:
             except web.HTTPRequestEntityTooLarge:
                 return self._too_large(route.path)
             try:
-                call = await self._authenticate(request, form) if route.authenticated else Call(form)
+                address = request.remote or ""
+                call = (
+                    await self._authenticate(request, form, address)
+                    if route.authenticated
+                    else Call(form, address=address)
+                )
                 data = await handler(call)
             except BadParam as exc:
                 return self._answer(
@@ -291,7 +303,10 @@ class HttpApi:
                 reason = message_of(exc)
                 # message: the code's text (the original's, verbatim); detail: this refusal's reason.
                 body = envelope(code, detail=reason if reason != err_str(code) else None)
-                return self._answer(route.path, code, body)
+                response = self._answer(route.path, code, body)
+                if isinstance(exc, RateLimited):
+                    response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+                return response
             return self._answer(route.path, ErrCode.OK, envelope(ErrCode.OK, data=data))
 
         return endpoint
@@ -309,7 +324,7 @@ class HttpApi:
         self.metrics.http_requests.labels("/openapi.json", "0").inc()
         return web.json_response(openapi_document())
 
-    async def _authenticate(self, request: web.Request, form: Form) -> Call:
+    async def _authenticate(self, request: web.Request, form: Form, address: str) -> Call:
         """The caller is the user of the token; a `uid` parameter must name the same user."""
         token = bearer_token(request.headers.get("Authorization"), form)
         info = await self.core.verify_token(token)
@@ -317,7 +332,7 @@ class HttpApi:
             claimed = int_param(form, "uid")
             if claimed != info.uid:
                 raise UidMismatch(f"the token belongs to uid {info.uid}, not {claimed}")
-        return Call(form, info.uid, token)
+        return Call(form, info.uid, token, address)
 
     # --- calls ------------------------------------------------------------------------------------
 
@@ -329,7 +344,9 @@ class HttpApi:
         return {"uid": user.uid, "name": user.name}
 
     async def _auth(self, call: Call) -> Data:
-        issued = await self.core.auth(int_param(call.form, "uid"), str_param(call.form, "pw"))
+        issued = await self.core.auth(
+            int_param(call.form, "uid"), str_param(call.form, "pw"), address=call.address
+        )
         return {"token": issued.token, "uid": issued.uid, "expiresAtMs": issued.expires_at_ms}
 
     async def _logout(self, call: Call) -> Data:

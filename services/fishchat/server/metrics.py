@@ -11,6 +11,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fishchat.protocol.commands import Cmd
 
 
+def rate_limit_counter(registry: CollectorRegistry) -> Counter:
+    """Requests refused by a rate limit, by what was asked and whose bucket was empty."""
+    return Counter(
+        "fishchat_rate_limited_total",
+        "Requests refused by a rate limit (10007 or HTTP 429), by action and bucket scope",
+        ["action", "scope"],
+        registry=registry,
+    )
+
+
 def cmd_label(cmd: int | None) -> str:
     """A bounded label for a command id: its name, or "unknown"."""
     if cmd is None:
@@ -48,6 +58,7 @@ class ServerMetrics:
             ["role", "reason"],
             registry=registry,
         )
+        self.rate_limited = rate_limit_counter(registry)
         self.websocket_upgrades = Counter(
             "fishchat_websocket_upgrades_total",
             "WebSocket upgrade requests, by the HTTP status answered (101: accepted)",

@@ -107,6 +107,10 @@ class RedisKeys:
         """A user's device routes (a hash: device -> expiry, node and address)."""
         return self.raw_prefix + b"routes:" + str(uid).encode()
 
+    def rate_limit(self, bucket: str) -> bytes:
+        """A token bucket (a hash), e.g. `send:<uid>` or `auth-address:<address>`."""
+        return self.raw_prefix + b"rate:" + bucket.encode("utf-8")
+
     def idempotency(self, source_uid: int, msg_id: str) -> bytes:
         """One send idempotency key. The uid is digits only, so the first ':' after it ends it."""
         return self.raw_prefix + b"idem:" + str(source_uid).encode() + b":" + msg_id.encode("utf-8")

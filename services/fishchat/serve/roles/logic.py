@@ -17,14 +17,16 @@ import asyncio
 
 from fishchat.domain.clock import SystemClock
 from fishchat.domain.messaging import MessagingService
+from fishchat.domain.ratelimit import RateLimits
 from fishchat.production.kafka import KafkaMessageLog, ensure_topics
-from fishchat.production.redis import RedisIdempotencyStore, RedisKeys, connect_redis
+from fishchat.production.redis import RedisIdempotencyStore, RedisKeys, RedisRateLimiter, connect_redis
 from fishchat.proto.gen.rpc import idgen_pb2_grpc, manager_pb2_grpc, register_pb2_grpc
 from fishchat.rpc.idgen import RemoteIdGenerator, RemoteVersionAllocator
 from fishchat.rpc.logic import LogicCore, LogicServicer
 from fishchat.rpc.manager import RemoteSync
 from fishchat.rpc.register import RemoteGroupDirectory, RemoteSessions, RemoteUserDirectory
 from fishchat.serve.runtime import RoleRuntime, reach
+from fishchat.server.metrics import rate_limit_counter
 
 
 async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
@@ -51,7 +53,13 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         config.chat,
         SystemClock(),
     )
-    core = LogicCore(RemoteSessions(register), RemoteSync(manager), messaging)
+    rate_limited = rate_limit_counter(rt.metrics)
+    limits = RateLimits(
+        RedisRateLimiter(redis_client, RedisKeys(config.redis.prefix)),
+        config.chat.limits,
+        lambda action, scope: rate_limited.labels(action, scope).inc(),
+    )
+    core = LogicCore(RemoteSessions(register), RemoteSync(manager), messaging, limits)
     LogicServicer(rt.rpc, core, config.chat)
 
     async def redis() -> bool:

@@ -17,9 +17,16 @@ from dataclasses import replace
 
 from fishchat.domain.clock import SystemClock
 from fishchat.domain.presence import PresenceService
+from fishchat.domain.ratelimit import RateLimits
 from fishchat.production.etcd import EtcdIdGenerator
 from fishchat.production.mysql import MySQLAccountStore, MySQLDatabase, MySQLGroupStore
-from fishchat.production.redis import RedisKeys, RedisPresence, RedisTokenStore, connect_redis
+from fishchat.production.redis import (
+    RedisKeys,
+    RedisPresence,
+    RedisRateLimiter,
+    RedisTokenStore,
+    connect_redis,
+)
 from fishchat.proto.gen.rpc import access_pb2_grpc
 from fishchat.rpc.access_push import GrpcNotifier
 from fishchat.rpc.register import RegisterCore, RegisterServicer
@@ -50,6 +57,12 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
     notifier = GrpcNotifier(rt.client("access", access_pb2_grpc.AccessServerRPCStub))
     presence = PresenceService(RedisPresence(redis_client, keys), notifier, config.chat)
     accounts = MySQLAccountStore(db)
+    metrics = ServerMetrics(rt.metrics)
+    limits = RateLimits(
+        RedisRateLimiter(redis_client, keys),
+        config.chat.limits,
+        lambda action, scope: metrics.rate_limited.labels(action, scope).inc(),
+    )
     core = RegisterCore(
         accounts,
         RedisTokenStore(redis_client, keys, clock),
@@ -58,6 +71,7 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         ids,
         config.chat,
         clock,
+        limits,
     )
     RegisterServicer(rt.rpc, core)
 
@@ -68,7 +82,7 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         core,
         replace(config.http, port=port),
         host,
-        ServerMetrics(rt.metrics),
+        metrics,
         gateway=RegistryGatewayCore(rt.registry.instances),
     )
     await api.start()
