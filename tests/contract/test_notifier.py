@@ -148,3 +148,20 @@ async def test_a_stopped_node_is_reported_unreachable(rig: NotifierRig) -> None:
     node, _ = await rig.listen("access-gone")
     await rig.stop("access-gone")
     assert await rig.notifier.notify(node, Notice(uid=1, version=1)) is False
+
+
+async def test_many_notices_reach_their_node_in_one_call_in_order(rig: NotifierRig) -> None:
+    node, inbox = await rig.listen("access-a")
+    _, other = await rig.listen("access-b")
+    notices = [Notice(uid=7, version=1), Notice(uid=8, version=4), Notice(uid=7, version=2)]
+    assert await rig.notifier.notify_many(node, notices) is True
+    assert [await asyncio.wait_for(inbox.get(), 5) for _ in notices] == notices
+    assert other.empty()
+    await rig.stop("access-b")
+    assert await rig.notifier.notify_many(await _gone(rig), notices) is False
+
+
+async def _gone(rig: NotifierRig) -> AccessNode:
+    node, _ = await rig.listen("access-gone")
+    await rig.stop("access-gone")
+    return node

@@ -54,6 +54,21 @@ async def test_routes_of_several_devices(presence: Presence, unique_ids: Callabl
     assert await presence.routes(unique_ids()) == []
 
 
+async def test_routes_of_several_users_at_once(presence: Presence, unique_ids: Callable[[], int]) -> None:
+    alice, bob, nobody = unique_ids(), unique_ids(), unique_ids()
+    phone, laptop = _route(alice, "phone", "access-a"), _route(alice, "laptop", "access-b")
+    tablet = _route(bob, "tablet", "access-a")
+    for route in (phone, laptop, tablet):
+        await presence.set_route(route, LONG_MS)
+    await presence.set_route(_route(bob, "old", "access-b"), 1)
+    await asyncio.sleep(0.05)  # bob's "old" device has expired
+    found = await presence.routes_many([alice, nobody, bob, alice])
+    assert set(found) == {alice, bob, nobody}
+    assert sorted(found[alice], key=lambda r: r.device) == [laptop, phone]
+    assert (found[bob], found[nobody]) == ([tablet], [])
+    assert await presence.routes_many([]) == {}
+
+
 async def test_a_device_has_one_route_and_the_newest_wins(
     presence: Presence, unique_ids: Callable[[], int]
 ) -> None:

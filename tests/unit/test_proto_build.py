@@ -126,7 +126,7 @@ SERVICES = {
     },
     "ManagerServerRPC": {"Sync", "LatestVersion", "SetExceptionMsg"},
     "NotifyServerRPC": {"Notify", "NotifyMany"},
-    "AccessServerRPC": {"SendNotify", "Kick", "Reconnect", "SendP2PMsgFromJob"},
+    "AccessServerRPC": {"SendNotify", "SendNotifyMany", "Kick", "Reconnect", "SendP2PMsgFromJob"},
     "IDGenServerRPC": {"Next", "NextMany", "Segment", "GetUUID"},
 }
 

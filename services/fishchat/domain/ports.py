@@ -119,6 +119,9 @@ class Presence(Protocol):
     async def routes(self, uid: int) -> list[Route]:
         """Live routes of a user (any order); empty means offline."""
 
+    async def routes_many(self, uids: Sequence[int]) -> dict[int, list[Route]]:
+        """`routes` of several users in one round trip (every uid asked is a key, maybe with [])."""
+
 
 class IdempotencyStore(Protocol):
     """Send idempotency keys `(source_uid, msg_id)` (Redis `SET NX PX`, or a MariaDB table)."""
@@ -245,6 +248,9 @@ class Notifier(Protocol):
 
     async def notify(self, node: AccessNode, notice: Notice) -> bool:
         """True if the node took the notice, false if the node is not (or no longer) reachable."""
+
+    async def notify_many(self, node: AccessNode, notices: Sequence[Notice]) -> bool:
+        """Several notices to one node in one call; true if the node took them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,46 +71,39 @@ class PresenceService:
         return bool(await self._presence.routes(uid))
 
     async def notify_many(self, notices: Sequence[Notice]) -> int:
-        """`notify` for several users at once; a user whose routes cannot be read is logged and
-        skipped (best effort, as for one). Returns the access nodes reached in total."""
-        outcomes = await asyncio.gather(*map(self.notify, notices), return_exceptions=True)
+        """Tell every access node holding a device of each notice's user: one presence read for all
+        the users, then one call per node with all of that node's notices. Returns how many
+        (user, node) pairs were reached.
+
+        Best effort: a node that is gone or fails is logged and skipped, because the messages are
+        already stored and the client finds them at its next sync. A failure to read presence itself
+        is raised.
+        """
+        if not notices:
+            return 0
+        routes = await self._presence.routes_many([notice.uid for notice in notices])
+        nodes: dict[str, AccessNode] = {}
+        by_node: dict[str, list[Notice]] = {}
+        for notice in notices:
+            for node_id in dict.fromkeys(route.node_id for route in routes.get(notice.uid, ())):
+                by_node.setdefault(node_id, []).append(notice)
+            nodes.update((route.node_id, route.node) for route in routes.get(notice.uid, ()))
+        if not by_node:
+            return 0
+        outcomes = await asyncio.gather(
+            *(self._notifier.notify_many(nodes[node_id], told) for node_id, told in by_node.items()),
+            return_exceptions=True,
+        )
         delivered = 0
-        for notice, outcome in zip(notices, outcomes, strict=True):
+        for (node_id, told), outcome in zip(by_node.items(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome
-                log.warning("notify uid=%s failed: %r", notice.uid, outcome)
-            else:
-                delivered += outcome
+                log.warning("notifying %d users at node %s failed: %r", len(told), node_id, outcome)
+            elif outcome:
+                delivered += len(told)
         return delivered
 
     async def notify(self, notice: Notice) -> int:
-        """Tell every access node holding a device of `notice.uid`; returns how many nodes took it.
-
-        Best effort: a node that is gone or fails is logged and skipped, because the messages are
-        already stored and the client finds them at its next sync.
-        """
-        routes = await self._presence.routes(notice.uid)
-        if not routes:
-            return 0
-        nodes = {route.node_id: route.node for route in routes}
-        if len(nodes) == 1:
-            # One node (every device on one access server, and always so embedded): no task needed.
-            (node,) = nodes.values()
-            try:
-                return 1 if await self._notifier.notify(node, notice) else 0
-            except Exception as exc:
-                log.warning("notify uid=%s node=%s failed: %r", notice.uid, node.node_id, exc)
-                return 0
-        outcomes = await asyncio.gather(
-            *(self._notifier.notify(node, notice) for node in nodes.values()), return_exceptions=True
-        )
-        delivered = 0
-        for node, outcome in zip(nodes.values(), outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, Exception):
-                    raise outcome
-                log.warning("notify uid=%s node=%s failed: %r", notice.uid, node.node_id, outcome)
-            elif outcome:
-                delivered += 1
-        return delivered
+        """`notify_many` for one notice: how many access nodes took it."""
+        return await self.notify_many([notice])

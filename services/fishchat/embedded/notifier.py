@@ -6,7 +6,7 @@ It stands in for the gRPC `SendNotify` call of production: a notice for a node w
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from fishchat.domain.records import AccessNode, Notice
 
@@ -31,4 +31,12 @@ class InProcessNotifier:
         if handler is None:
             return False
         await handler(notice)
+        return True
+
+    async def notify_many(self, node: AccessNode, notices: Sequence[Notice]) -> bool:
+        handler = self._handlers.get(node.node_id)
+        if handler is None:
+            return False
+        for notice in notices:
+            await handler(notice)
         return True

@@ -6,6 +6,8 @@ their next ping or login. Expired routes are dropped when read and swept now and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fishchat.domain.clock import Clock
 from fishchat.domain.records import Route
 from fishchat.embedded.sweeper import Sweeper
@@ -63,3 +65,6 @@ class InMemoryPresence:
 
     async def routes(self, uid: int) -> list[Route]:
         return [route for route, _ in self._live(uid).values()]
+
+    async def routes_many(self, uids: Sequence[int]) -> dict[int, list[Route]]:
+        return {uid: [route for route, _ in self._live(uid).values()] for uid in uids}

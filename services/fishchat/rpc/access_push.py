@@ -16,6 +16,7 @@ are answered with REQUEST_ERR saying so instead of pretending to have acted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fishchat.domain import validation
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 
 SERVICE = "fishchat.rpc.AccessServerRPC"
 ROLE = "access"
+#: Notices per SendNotifyMany (one per user of a msg-job batch on that node).
+MAX_NOTICES = 10_000
+
+
+def _notice(request: access_pb2.ASSendNotifyReq) -> Notice:
+    uid = validation.check_id(request.UID, "UID")
+    if request.version < 0:
+        raise InvalidField(f"version must not be negative, got {request.version}")
+    return Notice(uid=uid, version=int(request.version))
 
 
 def _refuse(method: str) -> RequestError:
@@ -64,13 +74,23 @@ class GrpcNoticeSource(access_pb2_grpc.AccessServerRPCServicer):
         self, request: access_pb2.ASSendNotifyReq, context: Any
     ) -> access_pb2.ASSendNotifyRes:
         async def work() -> access_pb2.ASSendNotifyRes:
-            uid = validation.check_id(request.UID, "UID")
-            if request.version < 0:
-                raise InvalidField(f"version must not be negative, got {request.version}")
-            delivered = await self.deliver(Notice(uid=uid, version=int(request.version)))
-            return access_pb2.ASSendNotifyRes(delivered=delivered)
+            return access_pb2.ASSendNotifyRes(delivered=await self.deliver(_notice(request)))
 
         return await self._rpc.answer("SendNotify", access_pb2.ASSendNotifyRes, work)
+
+    async def SendNotifyMany(
+        self, request: access_pb2.ASSendNotifyManyReq, context: Any
+    ) -> access_pb2.ASSendNotifyRes:
+        async def work() -> access_pb2.ASSendNotifyRes:
+            if len(request.notices) > MAX_NOTICES:
+                raise InvalidField(f"at most {MAX_NOTICES} notices per request, got {len(request.notices)}")
+            # All checked before any is delivered, so a bad entry refuses the request as a whole.
+            delivered = 0
+            for notice in [_notice(entry) for entry in request.notices]:
+                delivered += await self.deliver(notice)
+            return access_pb2.ASSendNotifyRes(delivered=delivered)
+
+        return await self._rpc.answer("SendNotifyMany", access_pb2.ASSendNotifyRes, work)
 
     async def Kick(self, request: access_pb2.ASKickReq, context: Any) -> access_pb2.ASKickRes:
         async def work() -> access_pb2.ASKickRes:
@@ -94,7 +114,7 @@ class GrpcNoticeSource(access_pb2_grpc.AccessServerRPCServicer):
 
 
 class GrpcNotifier:
-    """The domain's `Notifier` over gRPC: `SendNotify` at the node's address.
+    """The domain's `Notifier` over gRPC: `SendNotify` (`SendNotifyMany`) at the node's address.
 
     An unreachable node (gone, draining, deadline missed) is reported as False, as the port asks; a
     refusal by the node (a bad notice) is raised as its `ChatError` for the caller to log.
@@ -114,3 +134,23 @@ class GrpcNotifier:
             log.debug("access node %s at %s did not take a notice: %s", node.node_id, node.address, exc)
             return False
         return int(response.delivered) > 0
+
+    async def notify_many(self, node: AccessNode, notices: Sequence[Notice]) -> bool:
+        try:
+            response = await self._client.call(
+                "SendNotifyMany",
+                access_pb2.ASSendNotifyManyReq(
+                    notices=[access_pb2.ASSendNotifyReq(UID=n.uid, version=n.version) for n in notices]
+                ),
+                address=node.address,
+            )
+        except Unavailable as exc:
+            log.debug(
+                "access node %s at %s did not take %d notices: %s",
+                node.node_id,
+                node.address,
+                len(notices),
+                exc,
+            )
+            return False
+        return True

@@ -10,6 +10,8 @@ lost a device to another node can neither extend nor remove the new route.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis.asyncio as aioredis
 
 from fishchat.domain.records import Route
@@ -112,24 +114,29 @@ return 1
 """
 )
 
-# KEYS: routes. Returns a flat list device, node, address, ... of the live routes.
+# KEYS: routes of several users. Returns per key a flat list device, node, address, ... of its live
+# routes.
 _ROUTES = (
     _PRELUDE
     + """
 local now = now_ms()
-local live = {}
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local expires, node, address = parse(fields[i + 1])
-  if expires <= now then
-    redis.call('HDEL', KEYS[1], fields[i])
-  else
-    table.insert(live, fields[i])
-    table.insert(live, node)
-    table.insert(live, address)
+local answer = {}
+for k, key in ipairs(KEYS) do
+  local live = {}
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local expires, node, address = parse(fields[i + 1])
+    if expires <= now then
+      redis.call('HDEL', key, fields[i])
+    else
+      table.insert(live, fields[i])
+      table.insert(live, node)
+      table.insert(live, address)
+    end
   end
+  answer[k] = live
 end
-return live
+return answer
 """
 )
 
@@ -166,8 +173,17 @@ class RedisPresence:
         return int(removed) == 1
 
     async def routes(self, uid: int) -> list[Route]:
-        flat = await self._routes(keys=[self._keys.routes(uid)])
-        return [
-            Route(uid=uid, device=_text(flat[i]), node_id=_text(flat[i + 1]), address=_text(flat[i + 2]))
-            for i in range(0, len(flat), 3)
-        ]
+        return (await self.routes_many([uid]))[uid]
+
+    async def routes_many(self, uids: Sequence[int]) -> dict[int, list[Route]]:
+        distinct = list(dict.fromkeys(uids))
+        if not distinct:
+            return {}
+        answer = await self._routes(keys=[self._keys.routes(uid) for uid in distinct])
+        return {
+            uid: [
+                Route(uid=uid, device=_text(flat[i]), node_id=_text(flat[i + 1]), address=_text(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+            for uid, flat in zip(distinct, answer, strict=True)
+        }
