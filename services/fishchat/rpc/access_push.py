@@ -153,4 +153,4 @@ class GrpcNotifier:
                 exc,
             )
             return False
-        return True
+        return int(response.delivered) > 0
