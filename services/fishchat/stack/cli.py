@@ -10,7 +10,7 @@ import time
 from fishchat.stack.base import StackError, stack_dir
 from fishchat.stack.components import COMPONENTS, Stack
 from fishchat.stack.images import build_and_report
-from fishchat.stack.progress import ConsoleProgress
+from fishchat.stack.progress import ConsoleProgress, Heartbeat
 from fishchat.stack.tools import TOOLS, ensure_tools
 
 
@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "images":
             return build_and_report(args.tag)
         if args.command == "tools":
-            for name, path in ensure_tools(args.names or None).items():
+            # A cold build takes minutes: say what is being built (a heartbeat, or a live status line).
+            with ConsoleProgress() as progress, Heartbeat(progress, progress.heartbeat_s):
+                built = ensure_tools(args.names or None)
+            for name, path in built.items():
                 print(f"{name} {path}")
             return 0
         stack = Stack(args.components or None)
