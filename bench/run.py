@@ -11,6 +11,10 @@ Every `*_bench.py` here is a benchmark; by default all run, one after another, i
 - `cluster` (`cluster_bench.py`): the production pipeline, every role its own process on MariaDB,
   Redis, Kafka, HBase and etcd (started from the stack), against the one-process embedded profile
   under the same load; then a profile of its busiest process. The longest, about 10 minutes.
+- `autoscale` (`autoscale_bench.py`): access autoscaling and drain on the production pipeline plus
+  the stack's Prometheus and API server: the time to move N connections off a draining access server
+  and the longest ack wait meanwhile (against fresh logins and the same traffic before), and the
+  operator's scale-up reaction to rising connections (against a manual scale's apply).
 
 Before running, the exact command of each benchmark is printed. Each runs as a subprocess (one that
 fails or hangs cannot take the others down) with `--json` to a temporary file; its progress goes to
@@ -50,7 +54,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 #: The default order: the quick ones first, so a failing stack does not hide their figures.
-ORDER = ("chat", "idgen", "cluster")
+ORDER = ("chat", "idgen", "cluster", "autoscale")
 RECORD_FORMAT = 1
 
 

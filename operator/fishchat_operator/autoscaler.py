@@ -118,9 +118,7 @@ class Autoscaler:
             new = await self._observe_hpa(cluster)
         else:
             new = await self._autoscale(cluster, body, previous, logger)
-        if new is None:
-            self._observations.pop(cluster.uid, None)
-        else:
+        if new is not None:
             self._observations[cluster.uid] = new
         if new is not None and new.connections is not None:
             metrics.ACCESS_CONNECTIONS.labels(namespace, name).set(new.connections)
