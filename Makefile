@@ -8,10 +8,13 @@ export PIP_CACHE_DIR ?= $(FISHCHAT_CACHE)/pip
 STAMP := $(VENV)/.installed
 PROTO_STAMP := services/fishchat/proto/gen/.stamp
 PROTOS := $(shell find services/fishchat/proto -name "*.proto" 2>/dev/null) services/fishchat/proto/build.py
+WEB_STAMP := services/fishchat/web/dist/.inputs
+WEB_INPUTS := $(shell find services/fishchat/web/src -type f 2>/dev/null) services/fishchat/web/package.json \
+	services/fishchat/web/package-lock.json services/fishchat/web/build.py $(wildcard services/fishchat/proto/external/*.proto)
 
-.PHONY: venv proto run test lint unit stack-up stack-down stack-status bench clean cluster
+.PHONY: venv proto web run test lint unit stack-up stack-down stack-status bench clean cluster
 
-venv: $(STAMP) $(PROTO_STAMP)
+venv: $(STAMP) $(PROTO_STAMP) $(WEB_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +28,13 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS)
 	@mkdir -p $(dir $@) && touch $@
 
 proto: $(PROTO_STAMP)
+
+# The browser client (served at /app/ by the HTTP API): protobuf code generated from the same .proto
+# files, bundled with the npm tools pinned by the lockfile (installed under $(FISHCHAT_CACHE)/web).
+$(WEB_STAMP): $(STAMP) $(WEB_INPUTS)
+	$(PY) -m fishchat.web.build
+
+web: $(WEB_STAMP)
 
 # Every role in one process on the original ports (gateway 10000, access 11000, HTTP API 6001, admin
 # 6003); data in $(FISHCHAT_DATA_DIR) (default .data). Extra flags: make run RUN_ARGS="--log-level debug".
@@ -70,4 +80,4 @@ bench: venv
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) services/fishchat/proto/gen .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) services/fishchat/proto/gen services/fishchat/web/dist .mypy_cache .ruff_cache .pytest_cache

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fishchat import web as web_client
 from fishchat.domain.errors import (
     ChatError,
     NotGroupMember,
@@ -223,6 +224,9 @@ class HttpApi:
         app.router.add_route("*", "/openapi.json", self._openapi)
         if self.websocket is not None:
             app.router.add_get(WEBSOCKET_PATH, self.websocket, allow_head=False)
+        app.router.add_get("/", self._home)
+        app.router.add_get("/app/", self._web_asset)
+        app.router.add_get("/app/{name}", self._web_asset)
         return app
 
     async def start(self) -> None:
@@ -310,6 +314,36 @@ class HttpApi:
             return self._answer(route.path, ErrCode.OK, envelope(ErrCode.OK, data=data))
 
         return endpoint
+
+    async def _home(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/app/")
+
+    async def _web_asset(self, request: web.Request) -> web.StreamResponse:
+        """The browser client (`fishchat.web`): the page, its script and style, all from this server."""
+        name = request.match_info.get("name", "index.html")
+        found = web_client.asset(name)
+        if found is None:
+            if not web_client.is_built():
+                return web.Response(
+                    status=503,
+                    text="The web client is not built: run `make web` (python -m fishchat.web.build).\n",
+                )
+            raise web.HTTPNotFound()
+        path, content_type = found
+        self.metrics.http_requests.labels("/app/", "0").inc()
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": content_type,
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                # Everything comes from this server; the WebSocket may be on another port (production).
+                "Content-Security-Policy": (
+                    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+                ),
+            },
+        )
 
     async def _openapi(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
