@@ -172,3 +172,27 @@ async def test_the_server_msg_id_is_kept(store: MessageStore, unique_ids: Callab
     ]
     await store.put(rows)
     assert await store.read(uid, 0, 10) == rows
+
+
+async def test_read_many_reads_each_range_in_one_call(
+    store: MessageStore, unique_ids: Callable[[], int]
+) -> None:
+    alice, bob, nobody = unique_ids(), unique_ids(), unique_ids()
+    await store.put([_p2p(alice, v) for v in (1, 2, 3)] + [_p2p(bob, v) for v in (7, 9)])
+    got = await store.read_many([(alice, 1, 10), (nobody, 0, 5), (bob, 0, 1), (alice, 0, 0)])
+    assert [[m.version for m in rows] for rows in got] == [[2, 3], [], [7], []]
+    assert await store.read_many([]) == []
+
+
+async def test_get_many_returns_the_stored_rows_among_the_keys(
+    store: MessageStore, unique_ids: Callable[[], int]
+) -> None:
+    alice, bob = unique_ids(), unique_ids()
+    await store.put([_p2p(alice, v, f"a{v}") for v in (1, 2, 4)] + [_p2p(bob, 1, "b1")])
+    got = await store.get_many([(alice, 1), (alice, 3), (alice, 4), (bob, 1), (bob, 2)])
+    assert sorted((m.uid == alice, m.version, m.body) for m in got) == [
+        (False, 1, "b1"),
+        (True, 1, "a1"),
+        (True, 4, "a4"),
+    ]
+    assert await store.get_many([]) == []

@@ -27,6 +27,7 @@ from fishchat.cluster import Namespace, destroy_namespace, provision
 from fishchat.domain.errors import InvalidField, RequestError
 from fishchat.domain.messaging import send_fingerprint
 from fishchat.domain.records import ClaimState, MsgType, Notice, Route, StoredMessage
+from fishchat.errcodes import ErrCode
 from fishchat.production.etcd import EtcdRegistry, EtcdSession, connect_etcd
 from fishchat.production.hbase import HBaseMessageStore
 from fishchat.production.kafka import KafkaMessageLog
@@ -332,6 +333,28 @@ async def test_manager_sync_pages_with_the_exclusive_cursor(space: Space, client
             await client.call("SetExceptionMsg", manager_pb2.MGExceptionMsgReq(sourceUID=1, targetUID=2))
         status, body = await http_get(f"http://{HOST}:{served.ready['metrics']}/readyz")
         assert status == 200, body
+        # Concurrent syncs go as one SyncMany; a noted version lets manager read those rows by key.
+        syncing.note(Notice(uid, 3))
+        pages = await asyncio.gather(syncing.sync(uid, 1), syncing.sync(uid, 0), syncing.sync(uid, 3))
+        assert [[m.version for m in p.messages] for p in pages] == [[2, 3], [1, 2, 3], [4, 5]]
+        syncing.forget(uid)
+        assert [m.version for m in (await syncing.sync(uid, 1)).messages] == [2, 3, 4, 5]
+        many = await client.call(
+            "SyncMany",
+            manager_pb2.MGSyncManyReq(
+                syncs=[
+                    manager_pb2.MGSyncMsgReq(UID=uid, currentID=2, known=4),
+                    manager_pb2.MGSyncMsgReq(UID=-3),
+                    manager_pb2.MGSyncMsgReq(UID=uid, currentID=4, known=9),
+                ]
+            ),
+        )
+        assert [p.errCode for p in many.pages] == [0, ErrCode.INVALID_FIELD, 0]
+        assert [[m.version for m in p.Msgs] for p in many.pages] == [[3, 4], [], [5]]
+        with pytest.raises(InvalidField):
+            await client.call(
+                "SyncMany", manager_pb2.MGSyncManyReq(syncs=[manager_pb2.MGSyncMsgReq(UID=uid)] * 1025)
+            )
 
 
 # --- notify ----------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from fishchat.domain import ChatService, ChatSettings, ManualClock, MsgType, Sto
 from fishchat.domain.errors import InvalidField
 from fishchat.domain.paging import sync_entry_size
 from fishchat.domain.passwords import ScryptParams
+from fishchat.domain.records import SyncPage
 from fishchat.domain.settings import MAX_FRAME_PAYLOAD, SYNC_ENVELOPE_RESERVE
+from fishchat.domain.sync import SyncRequest, SyncService
 from fishchat.embedded import EmbeddedBackend
 
 SETTINGS = ChatSettings(scrypt=ScryptParams(log2_n=4))
@@ -163,3 +165,42 @@ async def test_the_newest_version_is_never_below_what_a_read_sees_while_a_store_
         assert await store.latest_version(BOB) >= max(visible)
     await storing
     assert await store.latest_version(BOB) == 4
+
+
+async def test_sync_many_reads_known_rows_by_key_and_the_rest_by_range(backend: EmbeddedBackend) -> None:
+    await send_many(backend, 6)
+    syncing = backend.service.syncing
+    known_rows = backend.ports.messages
+    calls: list[str] = []
+
+    class Counting:
+        async def get_many(self, keys: object) -> object:
+            calls.append("get_many")
+            return await known_rows.get_many(keys)  # type: ignore[arg-type]
+
+        async def read_many(self, reads: object) -> object:
+            calls.append("read_many")
+            return await known_rows.read_many(reads)  # type: ignore[arg-type]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(known_rows, name)
+
+    counted = SyncService(Counting(), SETTINGS, backend.service.clock)  # type: ignore[arg-type]
+    pages = await counted.sync_many(
+        [
+            SyncRequest(BOB, 2, known=5),  # rows 3..5 by key: the page ends at what is known
+            SyncRequest(BOB, 0, max_count=2, known=6),  # count-limited: more
+            SyncRequest(ALICE, 0),  # nothing known: a range read
+            SyncRequest(0, 0),  # refused alone
+            SyncRequest(BOB, 4, known=9),  # 7..9 are not stored: a range read finds 5, 6
+        ]
+    )
+    assert calls == ["get_many", "read_many"]
+    first, counted_page, alice, refused, fallback = pages
+    assert isinstance(first, SyncPage) and [m.version for m in first.messages] == [3, 4, 5] and not first.more
+    assert isinstance(counted_page, SyncPage) and [m.version for m in counted_page.messages] == [1, 2]
+    assert counted_page.more
+    assert isinstance(alice, SyncPage) and [m.version for m in alice.messages] == [1, 2, 3, 4, 5, 6]
+    assert isinstance(refused, InvalidField)
+    assert isinstance(fallback, SyncPage) and [m.version for m in fallback.messages] == [5, 6]
+    assert (await syncing.sync(BOB, 2)) == (await syncing.sync_many([SyncRequest(BOB, 2)]))[0]

@@ -124,7 +124,7 @@ SERVICES = {
         "Members",
         "GetGroup",
     },
-    "ManagerServerRPC": {"Sync", "LatestVersion", "SetExceptionMsg"},
+    "ManagerServerRPC": {"Sync", "SyncMany", "LatestVersion", "SetExceptionMsg"},
     "NotifyServerRPC": {"Notify", "NotifyMany"},
     "AccessServerRPC": {"SendNotify", "SendNotifyMany", "Kick", "Reconnect", "SendP2PMsgFromJob"},
     "IDGenServerRPC": {"Next", "NextMany", "Segment", "GetUUID"},

@@ -205,6 +205,13 @@ class MessageStore(Protocol):
     async def read(self, uid: int, after_version: int, limit: int) -> list[StoredMessage]:
         """At most `limit` rows of `uid` with version > `after_version`, in ascending version order."""
 
+    async def read_many(self, reads: Sequence[tuple[int, int, int]]) -> list[list[StoredMessage]]:
+        """`read(uid, after_version, limit)` for each entry, in one call; the answers in that order."""
+
+    async def get_many(self, keys: Sequence[tuple[int, int]]) -> list[StoredMessage]:
+        """The rows stored under these `(uid, version)` keys, in one round trip (absent keys are left
+        out; any order)."""
+
     async def latest_version(self, uid: int) -> int:
         """The highest stored version of `uid`, 0 if none."""
 

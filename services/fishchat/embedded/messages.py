@@ -9,6 +9,7 @@ above what is stored, which costs a client an extra sync, never a message.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,10 @@ MESSAGE_COLUMNS = (
 MESSAGE_PLACEHOLDERS = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 _INSERT = f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PLACEHOLDERS})"
 _READ = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE uid = ? AND version > ? ORDER BY version LIMIT ?"
+_GET_JSON = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE (uid, version) IN "
+    "(SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+)
 #: Users whose newest version is kept in memory; past this the cache starts over (it reloads lazily).
 LATEST_CACHE_LIMIT = 1_000_000
 
@@ -91,6 +96,23 @@ class SqliteMessageStore:
         if limit <= 0:
             return []
         rows = await self._db.read_all(_READ, (uid, after_version, limit))
+        return [message_from_row(row) for row in rows]
+
+    async def read_many(self, reads: Sequence[tuple[int, int, int]]) -> list[list[StoredMessage]]:
+        def select(conn: sqlite3.Connection) -> list[list[StoredMessage]]:
+            return [
+                [message_from_row(row) for row in conn.execute(_READ, (uid, after, limit))]
+                if limit > 0
+                else []
+                for uid, after, limit in reads
+            ]
+
+        return await self._db.read(select) if reads else []
+
+    async def get_many(self, keys: Sequence[tuple[int, int]]) -> list[StoredMessage]:
+        if not keys:
+            return []
+        rows = await self._db.read_all(_GET_JSON, (json.dumps([list(key) for key in keys]),))
         return [message_from_row(row) for row in rows]
 
     async def latest_version(self, uid: int) -> int:

@@ -16,7 +16,7 @@ are answered with REQUEST_ERR saying so instead of pretending to have acted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fishchat.domain import validation
@@ -47,11 +47,13 @@ def _refuse(method: str) -> RequestError:
 
 
 class GrpcNoticeSource(access_pb2_grpc.AccessServerRPCServicer):
-    """`NoticeSource` fed by `SendNotify` calls; registers itself on `rpc` as AccessServerRPC."""
+    """`NoticeSource` fed by `SendNotify` calls; registers itself on `rpc` as AccessServerRPC.
+    `observe`, if given, sees every notice first (the access role's sync client notes what is stored)."""
 
-    def __init__(self, rpc: RpcServer) -> None:
+    def __init__(self, rpc: RpcServer, observe: Callable[[Notice], None] | None = None) -> None:
         self._rpc = rpc
         self._handlers: dict[str, NoticeHandler] = {}
+        self._observe = observe
         rpc.add(access_pb2_grpc.add_AccessServerRPCServicer_to_server, self, SERVICE)
 
     def attach(self, node_id: str, handler: NoticeHandler) -> None:
@@ -64,6 +66,8 @@ class GrpcNoticeSource(access_pb2_grpc.AccessServerRPCServicer):
 
     async def deliver(self, notice: Notice) -> int:
         """Hand `notice` to every attached handler; returns how many took it."""
+        if self._observe is not None:
+            self._observe(notice)
         delivered = 0
         for handler in list(self._handlers.values()):
             await handler(notice)

@@ -43,7 +43,7 @@ from fishchat.domain.settings import ChatSettings
 from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
 from fishchat.rpc.client import RoleClient
-from fishchat.rpc.manager import to_timeline
+from fishchat.rpc.manager import RemoteSync, to_timeline
 from fishchat.rpc.register import MAX_ADDRESS_CHARS, MAX_TOKEN_CHARS, RemoteLogin, check_node, check_text
 from fishchat.rpc.server import RpcServer
 from fishchat.server.ports import AccessCore
@@ -368,7 +368,7 @@ class RemoteAccessCore:
     field checks (done here too), so access asks manager directly and saves a hop on the most
     frequent call."""
 
-    def __init__(self, client: RoleClient, timelines: Timelines) -> None:
+    def __init__(self, client: RoleClient, timelines: RemoteSync) -> None:
         self._client = client
         self._timelines = timelines
         self._sends: OrderedBatches[logic_pb2.SendItem, logic_pb2.SendOutcome] = OrderedBatches(
@@ -398,6 +398,9 @@ class RemoteAccessCore:
                 entry.outcome.set_result(outcome)
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> Session:
+        # What this node knew stored for uid may miss what came while no notice reached it: the
+        # first sync after the login scans (notices from now on are noted again).
+        self._timelines.forget(uid)
         response = await self._client.call(
             "Login",
             logic_pb2.LoginReq(

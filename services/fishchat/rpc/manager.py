@@ -10,23 +10,34 @@ server's snowflake included), so what a client syncs through logic/access is wha
 cannot deliver, it keeps it in the recipient's timeline for the next sync, so there is nothing to
 park.
 
-Client side (`RemoteSync`), used by logic for the access servers' sync and login.
+Client side (`RemoteSync`), used by access for its clients' syncs (in batches, `SyncMany`) and by
+logic for logins and `SyncMsg`.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 from typing import Any
 
-from fishchat.domain.errors import RequestError, ServerError
+from fishchat.domain.errors import InvalidField, RequestError, ServerError, code_of, error_for, message_of
 from fishchat.domain.messaging import parse_receipt_body
-from fishchat.domain.records import MsgType, StoredMessage, SyncPage
-from fishchat.domain.sync import SyncService
+from fishchat.domain.ordering import Batch, OrderedBatches
+from fishchat.domain.records import MsgType, Notice, StoredMessage, SyncPage
+from fishchat.domain.sync import SyncRequest, SyncService
+from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import common_pb2, manager_pb2, manager_pb2_grpc
 from fishchat.rpc.client import RoleClient
 from fishchat.rpc.server import RpcServer
 
 SERVICE = "fishchat.rpc.ManagerServerRPC"
 ROLE = "manager"
+#: Syncs per SyncMany.
+MAX_SYNCS = 1024
+#: SyncMany calls one process has under way at once.
+MAX_SYNCS_IN_FLIGHT = 8
+
+log = logging.getLogger(__name__)
 
 
 def to_timeline(message: StoredMessage) -> common_pb2.TimelineMsg:
@@ -91,6 +102,26 @@ class ManagerServicer(manager_pb2_grpc.ManagerServerRPCServicer):
 
         return await self._rpc.answer("Sync", manager_pb2.MGSyncMsgRes, work)
 
+    async def SyncMany(self, request: manager_pb2.MGSyncManyReq, context: Any) -> manager_pb2.MGSyncManyRes:
+        async def work() -> manager_pb2.MGSyncManyRes:
+            if len(request.syncs) > MAX_SYNCS:
+                raise InvalidField(f"at most {MAX_SYNCS} syncs per request, got {len(request.syncs)}")
+            pages = await self._syncing.sync_many(
+                [
+                    SyncRequest(
+                        sync.UID,
+                        sync.currentID,
+                        sync.limit or None,
+                        sync.maxBytes or None,
+                        max(0, sync.known),
+                    )
+                    for sync in request.syncs
+                ]
+            )
+            return manager_pb2.MGSyncManyRes(pages=[_page(page) for page in pages])
+
+        return await self._rpc.answer("SyncMany", manager_pb2.MGSyncManyRes, work)
+
     async def LatestVersion(
         self, request: manager_pb2.MGLatestVersionReq, context: Any
     ) -> manager_pb2.MGLatestVersionRes:
@@ -108,11 +139,52 @@ class ManagerServicer(manager_pb2_grpc.ManagerServerRPCServicer):
         return await self._rpc.answer("SetExceptionMsg", manager_pb2.MGExceptionMsgRes, work)
 
 
-class RemoteSync:
-    """Sync as logic asks manager for it: the same signature as `SyncService`."""
+def _page(page: SyncPage | Exception) -> manager_pb2.MGSyncMsgRes:
+    if isinstance(page, Exception):
+        code = code_of(page)
+        if code == ErrCode.SERVER_ERR:
+            log.error("a sync of a SyncMany failed", exc_info=page)
+        return manager_pb2.MGSyncMsgRes(errCode=int(code), errStr=message_of(page))
+    return manager_pb2.MGSyncMsgRes(
+        currentID=page.cursor, Msgs=[to_timeline(m) for m in page.messages], more=page.more
+    )
 
-    def __init__(self, client: RoleClient) -> None:
+
+class RemoteSync:
+    """Sync as the other roles ask manager for it, with the signature of `SyncService`.
+
+    The syncs asked while earlier ones are under way go together in one SyncMany (up to
+    MAX_SYNCS_IN_FLIGHT calls at once). Each carries, as `known`, the newest version this process
+    was notified of for its user (`note`; an access server notes every notice it takes), so manager
+    can read those rows by key instead of scanning. What is known of a user is forgotten when it
+    logs in again (`forget`): its first sync then scans, and finds what was stored while no notice
+    reached this process.
+    """
+
+    def __init__(self, client: RoleClient, *, known_users: int = 100_000) -> None:
         self._client = client
+        self._known: dict[int, int] = {}
+        self._known_users = known_users
+        self._turns = itertools.count()
+        self._syncs: OrderedBatches[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes] = OrderedBatches(
+            self._sync_many,
+            max_items=MAX_SYNCS,
+            max_weight=MAX_SYNCS,
+            max_in_flight=MAX_SYNCS_IN_FLIGHT,
+            name="fishchat-sync-many",
+        )
+
+    def note(self, notice: Notice) -> None:
+        """`notice.uid` has rows stored up to `notice.version`."""
+        known = self._known
+        if notice.version > known.get(notice.uid, 0):
+            known.pop(notice.uid, None)  # to the end: the users not heard of for longest go first
+            known[notice.uid] = notice.version
+            if len(known) > self._known_users:
+                del known[next(iter(known))]
+
+    def forget(self, uid: int) -> None:
+        self._known.pop(uid, None)
 
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
@@ -121,20 +193,39 @@ class RemoteSync:
         # is the caller's bug, refused as SyncService would refuse it.
         if (max_count is not None and max_count <= 0) or (byte_budget is not None and byte_budget <= 0):
             raise ValueError("max_count and byte_budget must be positive")
-        response = await self._client.call(
-            "Sync",
-            manager_pb2.MGSyncMsgReq(
-                UID=uid,
-                currentID=cursor,
-                limit=min(max_count or 0, 0xFFFFFFFF),
-                maxBytes=min(byte_budget or 0, 0xFFFFFFFF),
-            ),
+        request = manager_pb2.MGSyncMsgReq(
+            UID=uid,
+            currentID=cursor,
+            limit=min(max_count or 0, 0xFFFFFFFF),
+            maxBytes=min(byte_budget or 0, 0xFFFFFFFF),
+            known=self._known.get(uid, 0),
         )
+        page = await self._syncs.submit(next(self._turns), request)  # a key of its own: no order kept
+        if page.errCode:
+            raise error_for(page.errCode, page.errStr)
         return SyncPage(
-            messages=tuple(from_timeline(entry, uid) for entry in response.Msgs),
-            cursor=int(response.currentID),
-            more=bool(response.more),
+            messages=tuple(from_timeline(entry, uid) for entry in page.Msgs),
+            cursor=int(page.currentID),
+            more=bool(page.more),
         )
+
+    async def _sync_many(self, batch: Batch[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes]) -> None:
+        try:
+            response = await self._client.call(
+                "SyncMany", manager_pb2.MGSyncManyReq(syncs=[entry.value for entry in batch.entries])
+            )
+            if len(response.pages) != len(batch.entries):
+                raise ServerError(
+                    f"manager answered {len(response.pages)} pages for {len(batch.entries)} syncs"
+                )
+        except Exception as exc:
+            for entry in batch.entries:
+                if not entry.outcome.done():
+                    entry.outcome.set_exception(exc)
+            return
+        for entry, page in zip(batch.entries, response.pages, strict=True):
+            if not entry.outcome.done():
+                entry.outcome.set_result(page)
 
     async def latest_version(self, uid: int) -> int:
         response = await self._client.call("LatestVersion", manager_pb2.MGLatestVersionReq(UID=uid))

@@ -221,6 +221,29 @@ class HBaseMessageStore:
         rows = await self._call(self._scan, start, stop, limit)
         return [message_from_row(key, columns) for key, columns in rows]
 
+    async def read_many(self, reads: Sequence[tuple[int, int, int]]) -> list[list[StoredMessage]]:
+        if not reads:
+            return []
+        ranges = [
+            (row_key(uid, max(0, after + 1)), row_key(uid + 1, 0), limit)
+            for uid, after, limit in reads
+            if limit > 0 and after < INT64_MAX
+        ]
+        # One job on one connection for all of them (a thread hop and a pool slot per batch, not per read).
+        found = iter(await self._call(self._scan_each, ranges))
+        return [
+            [message_from_row(key, columns) for key, columns in next(found)]
+            if limit > 0 and after < INT64_MAX
+            else []
+            for _, after, limit in reads
+        ]
+
+    async def get_many(self, keys: Sequence[tuple[int, int]]) -> list[StoredMessage]:
+        if not keys:
+            return []
+        rows = await self._call(self._get_rows, [row_key(uid, version) for uid, version in keys])
+        return [message_from_row(key, columns) for key, columns in rows]
+
     async def latest_version(self, uid: int) -> int:
         # Reversed scans start at the higher key (inclusive) and stop before the lower one.
         rows = await self._call(self._scan, row_key(uid, UINT64_MAX), row_key(uid, 0), 1, True, True)
@@ -253,6 +276,17 @@ class HBaseMessageStore:
         with table.batch(batch_size=self._settings.put_batch_rows) as batch:
             for key, columns in rows:
                 batch.put(key, columns)
+
+    def _get_rows(
+        self, conn: happybase.Connection, keys: list[bytes]
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        # One Thrift call (getRows) for every key; rows that do not exist are left out of the answer.
+        return [row for row in conn.table(self._table).rows(keys) if row[1]]
+
+    def _scan_each(
+        self, conn: happybase.Connection, ranges: list[tuple[bytes, bytes, int]]
+    ) -> list[list[tuple[bytes, dict[bytes, bytes]]]]:
+        return [self._scan(conn, start, stop, limit) for start, stop, limit in ranges]
 
     def _scan(
         self,

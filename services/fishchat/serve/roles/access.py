@@ -45,12 +45,16 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         node_id=config.access.node_id or rt.instance_id,
         advertise_host=config.access.advertise_host or config.server.advertise_host,
     )
-    core = RemoteAccessCore(
-        rt.client("logic", logic_pb2_grpc.LogicRPCStub),
-        RemoteSync(rt.client("manager", manager_pb2_grpc.ManagerServerRPCStub)),
-    )
+    timelines = RemoteSync(rt.client("manager", manager_pb2_grpc.ManagerServerRPCStub))
+    core = RemoteAccessCore(rt.client("logic", logic_pb2_grpc.LogicRPCStub), timelines)
     access = AccessServer(
-        core, GrpcNoticeSource(rt.rpc), rt.registry, settings, config.chat, host, ServerMetrics(rt.metrics)
+        core,
+        GrpcNoticeSource(rt.rpc, observe=timelines.note),
+        rt.registry,
+        settings,
+        config.chat,
+        host,
+        ServerMetrics(rt.metrics),
     )
     await access.start(announce=False)
     rt.on_close("access server", access.close)
