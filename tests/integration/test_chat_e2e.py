@@ -18,7 +18,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from fishchat.client import ApiClient, RequestRefused
+from fishchat.client import ApiClient, RequestRefused, SessionEnded
 from fishchat.proto.gen.external import access_pb2, base_pb2, error_pb2, gateway_pb2
 from fishchat.protocol.codec import encode_frame
 from fishchat.protocol.commands import Cmd, ErrCode, ReconnectReason
@@ -795,3 +795,59 @@ async def test_receipts_reach_the_sender_and_only_clients_that_ask(chat_server: 
         assert page.currentID > page.Msgs[-1].version  # past bob's receipts
     finally:
         await reader.close()
+
+
+async def test_sessions_follow_their_tokens(chat_server: ChatServer) -> None:
+    """An HTTP logout ends the connections logged in with that token; a password change ends them all.
+    They are told (ResReconnect "revoked"), then closed; other tokens' sessions go on."""
+    alice, first = await register(chat_server.api)
+    async with ApiClient(chat_server.api) as api:
+        second = await api.auth(alice, PASSWORD)
+    phone, laptop = await chat_server.wire(), await chat_server.wire()
+    try:
+        assert (await phone.login(alice, first, "phone")).errCode == 0
+        assert (await laptop.login(alice, second, "laptop")).errCode == 0
+        status, body = await post(f"{chat_server.api}/x/user/logout", {"token": first})
+        assert status == 200 and body["data"] == {"uid": alice, "revoked": 1}
+        ended = [f for f in await phone.closed() if f.cmd == Cmd.RECONNECT]
+        assert len(ended) == 1 and isinstance(ended[0].message, access_pb2.ResReconnect)
+        assert ended[0].message.reason == ReconnectReason.REVOKED
+        await laptop.send(access_pb2.ReqPing(cmd=Cmd.PING, UID=alice))
+        assert (await laptop.reply(error_pb2.Error, Cmd.PING)).errCode == 0  # its token lives on
+        # A password change ends every session of the user and gives the caller a new token.
+        status, body = await post(
+            f"{chat_server.api}/x/user/password",
+            {"pw": PASSWORD, "newpw": "an even better secret"},
+            {"Authorization": f"Bearer {second}"},
+        )
+        assert status == 200 and body["code"] == 0
+        fresh = str(body["data"]["token"])  # type: ignore[index]
+        reasons = [
+            f.message.reason for f in await laptop.closed() if isinstance(f.message, access_pb2.ResReconnect)
+        ]
+        assert reasons == [ReconnectReason.REVOKED]
+    finally:
+        await phone.close()
+        await laptop.close()
+    wire = await chat_server.wire()
+    try:
+        assert (await wire.login(alice, second)).errCode == ErrCode.TOKEN_INVALID
+        assert (await wire.login(alice, fresh)).errCode == 0
+    finally:
+        await wire.close()
+    # The client library reports the end instead of reconnecting with a dead token.
+    client = chat_client(chat_server, alice, fresh)
+    await client.connect()
+    try:
+        await post(f"{chat_server.api}/x/user/logout", {"token": fresh, "all": "1"})
+        error = await asyncio.wait_for(client.wait_closed(), 10)
+        assert isinstance(error, SessionEnded) and error.reason == ReconnectReason.REVOKED
+    finally:
+        await client.close()
+    # Wrong current password: refused, nothing changes.
+    async with ApiClient(chat_server.api) as api:
+        token = await api.auth(alice, "an even better secret")
+    status, body = await post(
+        f"{chat_server.api}/x/user/password", {"token": token, "pw": "not it at all", "newpw": "whatever123"}
+    )
+    assert body["code"] == ErrCode.WRONG_PASSWORD

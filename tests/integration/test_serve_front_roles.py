@@ -22,7 +22,7 @@ import aiohttp
 import grpc
 import pytest
 
-from fishchat.client import ApiClient, ApiError, ChatClient, Endpoint, RequestRefused
+from fishchat.client import ApiClient, ApiError, ChatClient, Endpoint, RequestRefused, SessionEnded
 from fishchat.cluster import Namespace, destroy_namespace, provision
 from fishchat.domain.records import ServiceInstance
 from fishchat.errcodes import ErrCode
@@ -399,6 +399,25 @@ async def test_chain_websocket_client_and_read_receipts(chain: dict[str, Running
         marks = await alice_inbox.wait_for(lambda ms: any(m.is_receipt for m in ms), timeout_s=20)
         read = next(m for m in marks if m.is_receipt)
         assert (read.msg_type, read.source_uid, read.mark_server_msg_id) == ("read", bob, ack.server_msg_id)
+
+
+async def test_chain_logout_ends_the_sessions_of_the_token(chain: dict[str, RunningRole]) -> None:
+    """register (HTTP) revokes the token and tells the access server holding the device (gRPC
+    SendNotify with revokedToken): the client is ended with ResReconnect "revoked"."""
+    api_url = f"http://{chain['register'].address('http')}"
+    uid, token = await _user(api_url)
+    client = _client(chain, uid, token, Inbox(), websocket=True)
+    await client.connect()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{api_url}/x/user/logout", data={"token": token}) as response,
+        ):
+            assert (await response.json())["code"] == 0
+        error = await asyncio.wait_for(client.wait_closed(), 20)
+        assert isinstance(error, SessionEnded) and error.reason == "revoked"
+    finally:
+        await client.close()
 
 
 async def test_logic_sync_rpc_pages_the_timeline_and_refuses_bad_fields(

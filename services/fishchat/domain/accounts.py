@@ -114,6 +114,24 @@ class AccountService:
                 return False
         return await self._tokens.delete(digest)
 
+    async def change_password(self, uid: int, password: str, new_password: str) -> int:
+        """Check the current password, store the new one and revoke every token of the user; returns
+        how many tokens were revoked (the caller ends their sessions and may issue a new token)."""
+        uid = validation.check_id(uid, "uid")
+        new_password = validation.check_password(
+            new_password, self._settings.password_min_chars, self._settings.password_max_chars
+        )
+        account = await self._accounts.get(uid)
+        if account is None:
+            raise NoSuchUser(f"no user with uid {uid}")
+        if not isinstance(password, str) or not await asyncio.to_thread(
+            passwords.verify_password, password, account.password_hash
+        ):
+            raise WrongPassword()
+        new_hash = await asyncio.to_thread(passwords.hash_password, new_password, self._settings.scrypt)
+        await self._accounts.set_password_hash(uid, new_hash)
+        return await self._tokens.delete_user(uid)
+
     async def revoke_all(self, uid: int) -> int:
         """Revoke every token of a user (logout everywhere)."""
         return await self._tokens.delete_user(validation.check_id(uid, "uid"))

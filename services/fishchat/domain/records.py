@@ -167,10 +167,20 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """ "User `uid` has stored messages up to `version`": what access pushes as ResNotify."""
+    """ "User `uid` has stored messages up to `version`": what access pushes as ResNotify.
+
+    With `revoked` set it is instead "end the sessions of `uid` logged in with the token of this hash"
+    (`ALL_TOKENS`: every session of the user): a logout or a password change; they get ResReconnect
+    "revoked".
+    """
 
     uid: int
     version: int
+    revoked: str = ""
+
+
+#: `Notice.revoked` for "every token of the user".
+ALL_TOKENS = "*"
 
 
 @dataclass(frozen=True, slots=True)

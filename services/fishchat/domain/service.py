@@ -9,6 +9,7 @@ raises is an infrastructure failure the caller reports as `SERVER_ERROR` (`error
 
 from __future__ import annotations
 
+import logging
 import random
 
 from fishchat.domain import validation
@@ -24,10 +25,12 @@ from fishchat.domain.ports import ChatPorts, UserDirectory
 from fishchat.domain.presence import PresenceService
 from fishchat.domain.ratelimit import InProcessRateLimiter, RateLimits
 from fishchat.domain.records import (
+    ALL_TOKENS,
     AccessNode,
     Group,
     IssuedToken,
     MsgType,
+    Notice,
     SendResult,
     ServiceInstance,
     Session,
@@ -37,6 +40,9 @@ from fishchat.domain.records import (
 )
 from fishchat.domain.settings import ChatSettings
 from fishchat.domain.sync import SyncService
+from fishchat.domain.tokens import token_hash
+
+log = logging.getLogger(__name__)
 
 
 def bound_uid(bound: int | None, claimed: int) -> int:
@@ -87,6 +93,7 @@ class AccountsAndGroups:
     accounts: AccountService
     groups: GroupService
     limits: RateLimits
+    presence: PresenceService
 
     # Accounts (HTTP API: /x/user/register, /x/user/auth)
 
@@ -100,6 +107,34 @@ class AccountsAndGroups:
 
     async def verify_token(self, token: str, uid: int | None = None) -> TokenInfo:
         return await self.accounts.verify_token(token, uid)
+
+    async def sign_out(self, uid: int, token: str, *, everywhere: bool = False) -> int:
+        """Revoke `token` (`everywhere`: every token of `uid`); the sessions logged in with what was
+        revoked are ended (ResReconnect "revoked"). Returns how many tokens were revoked."""
+        if everywhere:
+            revoked = await self.accounts.revoke_all(uid)
+        else:
+            revoked = int(await self.accounts.revoke(token, uid))
+        await self.end_sessions(uid, None if everywhere else token)
+        return revoked
+
+    async def change_password(self, uid: int, password: str, new_password: str) -> IssuedToken:
+        """Change the password (the current one is checked, rate limited as a login would be), revoke
+        every token of the user, end every session, and issue a new token for the caller."""
+        await self.limits.auth(validation.check_id(uid, "uid"))
+        await self.accounts.change_password(uid, password, new_password)
+        await self.end_sessions(uid, None)
+        return await self.accounts.authenticate(uid, new_password)
+
+    async def end_sessions(self, uid: int, token: str | None) -> None:
+        """Tell the access servers holding `uid`'s devices to end the sessions of `token` (None: all).
+        Best effort, like any notice: a session missed here fails at its next login (the token is
+        gone) and, at the latest, when its connection next pings past the route's lifetime."""
+        revoked = ALL_TOKENS if token is None else token_hash(token)
+        try:
+            await self.presence.notify(Notice(uid=uid, version=0, revoked=revoked))
+        except Exception:
+            log.warning("ending the sessions of uid %s failed", uid, exc_info=True)
 
     async def get_user(self, uid: int) -> User:
         return await self.accounts.get_user(uid)

@@ -16,12 +16,13 @@ are answered with REQUEST_ERR saying so instead of pretending to have acted.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fishchat.domain import validation
 from fishchat.domain.errors import InvalidField, RequestError, Unavailable
-from fishchat.domain.records import AccessNode, Notice
+from fishchat.domain.records import ALL_TOKENS, AccessNode, Notice
 from fishchat.proto.gen.rpc import access_pb2, access_pb2_grpc
 from fishchat.rpc.client import RoleClient
 from fishchat.rpc.server import RpcServer
@@ -33,13 +34,17 @@ SERVICE = "fishchat.rpc.AccessServerRPC"
 ROLE = "access"
 #: Notices per SendNotifyMany (one per user of a msg-job batch on that node).
 MAX_NOTICES = 10_000
+_TOKEN_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def _notice(request: access_pb2.ASSendNotifyReq) -> Notice:
     uid = validation.check_id(request.UID, "UID")
     if request.version < 0:
         raise InvalidField(f"version must not be negative, got {request.version}")
-    return Notice(uid=uid, version=int(request.version))
+    revoked = request.revokedToken
+    if revoked and revoked != ALL_TOKENS and not _TOKEN_HASH.fullmatch(revoked):
+        raise InvalidField("revokedToken must be a SHA-256 hex digest or *")
+    return Notice(uid=uid, version=int(request.version), revoked=revoked)
 
 
 def _refuse(method: str) -> RequestError:
@@ -131,7 +136,9 @@ class GrpcNotifier:
         try:
             response = await self._client.call(
                 "SendNotify",
-                access_pb2.ASSendNotifyReq(UID=notice.uid, version=notice.version),
+                access_pb2.ASSendNotifyReq(
+                    UID=notice.uid, version=notice.version, revokedToken=notice.revoked
+                ),
                 address=node.address,
             )
         except Unavailable as exc:
@@ -144,7 +151,10 @@ class GrpcNotifier:
             response = await self._client.call(
                 "SendNotifyMany",
                 access_pb2.ASSendNotifyManyReq(
-                    notices=[access_pb2.ASSendNotifyReq(UID=n.uid, version=n.version) for n in notices]
+                    notices=[
+                        access_pb2.ASSendNotifyReq(UID=n.uid, version=n.version, revokedToken=n.revoked)
+                        for n in notices
+                    ]
                 ),
                 address=node.address,
             )

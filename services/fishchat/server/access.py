@@ -58,9 +58,10 @@ from fishchat.domain.discovery import ACCESS_ROLE
 from fishchat.domain.errors import ChatError, NotLoggedIn, UidMismatch, Unavailable
 from fishchat.domain.ordering import SendSequence, SendTicket
 from fishchat.domain.ratelimit import RateLimited, TokenBucket
-from fishchat.domain.records import AccessNode, MsgType, Notice, ServiceInstance
+from fishchat.domain.records import ALL_TOKENS, AccessNode, MsgType, Notice, ServiceInstance
 from fishchat.domain.service import bound_uid
 from fishchat.domain.settings import ChatSettings
+from fishchat.domain.tokens import token_hash
 from fishchat.proto.gen.external import access_pb2
 from fishchat.protocol.codec import MalformedFrame, ProtocolError
 from fishchat.protocol.commands import Cmd, ErrCode, ReconnectReason
@@ -534,6 +535,10 @@ class AccessConnection(FramedConnection):
 
     # --- pushes -----------------------------------------------------------------------------------
 
+    @property
+    def token_hash(self) -> str:
+        return token_hash(self._token)
+
     def push_notice(self, version: int) -> None:
         if self.send(notify_push(version)):
             self.server.metrics.notifies.inc()
@@ -765,11 +770,27 @@ class AccessServer(FramedServer[AccessConnection]):
                 del self._login_watches[uid]
 
     async def on_notice(self, notice: Notice) -> None:
-        """From the notifier: `notice.uid` has stored messages up to `notice.version`."""
+        """From the notifier: `notice.uid` has stored messages up to `notice.version`, or (`revoked`)
+        its sessions of a revoked token must end."""
+        if notice.revoked:
+            self.end_sessions(notice.uid, notice.revoked)
+            return
         for early in self._login_watches.get(notice.uid, ()):
             early.version = max(early.version, notice.version)
         for connection in list(self.sessions.get(notice.uid, {}).values()):
             connection.push_notice(notice.version)
+
+    def end_sessions(self, uid: int, revoked: str) -> int:
+        """Kick `uid`'s sessions logged in with the token of hash `revoked` (ALL_TOKENS: every one)
+        with ResReconnect "revoked"; returns how many."""
+        ended = 0
+        for connection in list(self.sessions.get(uid, {}).values()):
+            if revoked == ALL_TOKENS or connection.token_hash == revoked:
+                connection.kick(ReconnectReason.REVOKED)
+                ended += 1
+        if ended:
+            log.info("ended %d sessions of uid %s: token revoked", ended, uid)
+        return ended
 
     # --- shutdown ---------------------------------------------------------------------------------
 

@@ -78,6 +78,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/x/user/register", {"uid": "int", "name": "str", "pw": "str"}),
     Route("/x/user/auth", {"uid": "int", "pw": "str"}),
     Route("/x/user/logout", {"uid": "int", "all": "bool"}, frozenset({"uid", "all"}), authenticated=True),
+    Route(
+        "/x/user/password",
+        {"uid": "int", "pw": "str", "newpw": "str"},
+        frozenset({"uid"}),
+        authenticated=True,
+    ),
     Route("/x/group/create", {"uid": "int", "name": "str"}, frozenset({"uid"}), authenticated=True),
     Route("/x/group/join", {"uid": "int", "gid": "int"}, frozenset({"uid"}), authenticated=True),
     Route("/x/group/quit", {"uid": "int", "gid": "int"}, frozenset({"uid"}), authenticated=True),
@@ -210,6 +216,7 @@ class HttpApi:
             "/x/user/register": self._register,
             "/x/user/auth": self._auth,
             "/x/user/logout": self._logout,
+            "/x/user/password": self._password,
             "/x/group/create": self._create_group,
             "/x/group/join": self._join_group,
             "/x/group/quit": self._quit_group,
@@ -384,11 +391,14 @@ class HttpApi:
         return {"token": issued.token, "uid": issued.uid, "expiresAtMs": issued.expires_at_ms}
 
     async def _logout(self, call: Call) -> Data:
-        if bool_param(call.form, "all"):
-            revoked = await self.core.accounts.revoke_all(call.uid)
-        else:
-            revoked = int(await self.core.accounts.revoke(call.token, call.uid))
+        revoked = await self.core.sign_out(call.uid, call.token, everywhere=bool_param(call.form, "all"))
         return {"uid": call.uid, "revoked": revoked}
+
+    async def _password(self, call: Call) -> Data:
+        issued = await self.core.change_password(
+            call.uid, str_param(call.form, "pw"), str_param(call.form, "newpw")
+        )
+        return {"token": issued.token, "uid": issued.uid, "expiresAtMs": issued.expires_at_ms}
 
     async def _create_group(self, call: Call) -> Data:
         group = await self.core.create_group(call.uid, str_param(call.form, "name"))

@@ -140,8 +140,9 @@ _DOCUMENT: dict[str, Any] = {
             "post": {
                 "operationId": "logout",
                 "summary": "Revoke the caller's token (or all of the caller's tokens)",
-                "description": "New logins with a revoked token are refused (93005); connections already "
-                "logged in keep running until they end.",
+                "description": "New logins with a revoked token are refused (93005), and the client "
+                "connections (TCP and WebSocket) logged in with it are ended with ResReconnect "
+                '"revoked".',
                 "security": _SECURED,
                 "requestBody": _form(
                     {
@@ -164,6 +165,34 @@ _DOCUMENT: dict[str, Any] = {
                             "revoked": {"type": "integer", "description": "How many tokens were revoked."},
                         },
                         "required": ["uid", "revoked"],
+                    },
+                ),
+            }
+        },
+        "/x/user/password": {
+            "post": {
+                "operationId": "changePassword",
+                "summary": "Change the caller's password; every token and session of the user ends",
+                "description": "Checks the current password (93007 if wrong; rate limited like "
+                "/x/user/auth), stores the new one (8-128 characters), revokes every token of the user, "
+                'ends every client connection of the user (ResReconnect "revoked") and answers a new '
+                "token for the caller.",
+                "security": _SECURED,
+                "requestBody": _form(
+                    {
+                        "uid": _OPTIONAL_UID,
+                        "pw": {"type": "string", "description": "The current password."},
+                        "newpw": {"type": "string", "minLength": 8, "maxLength": 128},
+                        "token": _TOKEN_FIELD,
+                    },
+                    ["pw", "newpw"],
+                ),
+                "responses": _answer(
+                    "The password was changed; a new token",
+                    {
+                        "type": "object",
+                        "properties": {"token": {"type": "string"}, "uid": _INT64, "expiresAtMs": _INT64},
+                        "required": ["token", "uid", "expiresAtMs"],
                     },
                 ),
             }
