@@ -104,6 +104,7 @@ SERVICES = {
         "SendP2PMsg",
         "SendGroupMsg",
         "SendMany",
+        "SendStream",
         "SyncMsg",
         "AcceptP2PMsgAck",
         "Mark",

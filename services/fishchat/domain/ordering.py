@@ -49,6 +49,11 @@ class SendSequence:
     def __init__(self) -> None:
         self._slots: deque[_Slot] = deque()  # not yet finished, in ticket order
 
+    @property
+    def idle(self) -> bool:
+        """Every ticket handed out has placed or given up."""
+        return not self._slots
+
     def ticket(self) -> SendTicket:
         slot = _Slot()
         self._slots.append(slot)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -109,13 +109,28 @@ class RoleClient:
 
     async def owners(self, keys: Any) -> dict[str, list[int]]:
         """The keys grouped by the address of the live instance that owns each (see the module doc)."""
-        addresses = await self._addresses()
+        addresses = await self.addresses()
         if not addresses:
             raise Unavailable(f"no live {self.role} instance")
         grouped: dict[str, list[int]] = {}
         for key in keys:
-            grouped.setdefault(_owner(addresses, key), []).append(key)
+            grouped.setdefault(owner(addresses, key), []).append(key)
         return grouped
+
+    @property
+    def timeout_s(self) -> float:
+        """The deadline of a call (and what a caller over a stream should give an exchange)."""
+        return self._timeout_s
+
+    def stream(self, method: str, address: str, requests: AsyncIterator[Any]) -> Any:
+        """A streaming call of `method` at `address`, fed by `requests` (no deadline: it lives as long
+        as its caller keeps it; the caller times what goes over it, see `observe`)."""
+        return getattr(self._stub(address), method)(requests)
+
+    def observe(self, method: str, outcome: str, seconds: float) -> None:
+        """Count one exchange over a stream like a call: outcome ok, refused or unavailable."""
+        self._metrics.client_requests.labels(self.role, method, outcome).inc()
+        self._metrics.client_seconds.labels(self.role, method).observe(seconds)
 
     async def _call(
         self, method: str, request: Any, address: str | None, key: int | None, deadline: float
@@ -139,16 +154,17 @@ class RoleClient:
                 tried.append(target)
         raise Unavailable(f"{self.role}.{method} failed: {last}")
 
-    async def _addresses(self) -> list[str]:
+    async def addresses(self) -> list[str]:
+        """The gRPC addresses of the live instances of the role, sorted."""
         return sorted({i.address for i in await self._instances(self.role) if i.address})
 
     async def _pick(self, tried: list[str], key: int | None) -> str | None:
-        addresses = await self._addresses()
+        addresses = await self.addresses()
         fresh = [a for a in addresses if a not in tried] or addresses
         if not fresh:
             return None
         if key is not None:
-            return _owner(fresh, key)
+            return owner(fresh, key)
         return fresh[next(self._turn) % len(fresh)]
 
     def _stub(self, address: str) -> Any:
@@ -158,7 +174,7 @@ class RoleClient:
         return stub
 
 
-def _owner(addresses: list[str], key: int) -> str:
+def owner(addresses: list[str], key: int) -> str:
     """Rendezvous hashing: the address with the highest hash of (address, key)."""
 
     def weight(address: str) -> bytes:

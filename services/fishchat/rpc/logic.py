@@ -8,28 +8,28 @@ own the rest: register (token check and presence routes, users and groups for th
 LogicRPC from any `AccessCore`; `RemoteAccessCore` is the `AccessCore` an access server uses to call
 it, so the access role runs the same `AccessServer` as the embedded profile.
 
-Batching and ordering: an access server's sends go to logic in batches, one `SendMany` per batch
-(`RemoteAccessCore` queues them in an `OrderedBatches`: the sends its connections queued while
-earlier batches were under way go together, up to MAX_SENDS_IN_FLIGHT batches at once). Each send of
-a connection carries a ticket of the connection's `SendSequence` and is queued in the connection's
-order; a batch keeps that order, and a sender with sends in a batch under way has its later ones wait
-for a later batch. logic takes tickets of one `SendSequence` per sender in request order, so the
-domain's acceptor takes them in that order too (and accepts them in batches of its own: one claim,
-one version allocation and one Kafka append per batch). So a connection's sends reach the log, and
-get their versions, in arrival order; sends of different connections share every round trip.
+Batching and ordering: an access server's sends go to logic in batches on a stream per logic
+instance (`SendStream`; the access side is `fishchat.rpc.send_stream.SendStreams`). Each send of a
+connection carries a ticket of the connection's `SendSequence` and is queued in the connection's
+order; a batch keeps that order, and batches go out one after another without waiting for answers.
+logic takes tickets of one `SendSequence` per sender for the whole stream, as batches arrive, so the
+domain's acceptor takes each sender's sends in stream order too (and accepts them in batches of its
+own: one claim, one version allocation and one Kafka append per batch). So a connection's sends reach
+the log, and get their versions, in arrival order; sends of different connections share every round
+trip. `SendMany` is the same for one batch per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from fishchat.domain import validation
-from fishchat.domain.errors import InvalidField, ServerError, code_of, error_for, message_of
+from fishchat.domain.errors import InvalidField, code_of, error_for, message_of
 from fishchat.domain.messaging import MessagingService
-from fishchat.domain.ordering import UNORDERED, Batch, OrderedBatches, SendSequence, SendTicket
+from fishchat.domain.ordering import UNORDERED, SendSequence, SendTicket
 from fishchat.domain.ratelimit import RateLimits
 from fishchat.domain.records import (
     AccessNode,
@@ -45,6 +45,7 @@ from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
 from fishchat.rpc.client import RoleClient
 from fishchat.rpc.manager import RemoteSync, to_timeline
 from fishchat.rpc.register import MAX_ADDRESS_CHARS, MAX_TOKEN_CHARS, RemoteLogin, check_node, check_text
+from fishchat.rpc.send_stream import SendStreams
 from fishchat.rpc.server import RpcServer
 from fishchat.server.ports import AccessCore
 
@@ -52,8 +53,6 @@ SERVICE = "fishchat.rpc.LogicRPC"
 ROLE = "logic"
 #: Sends per SendMany.
 MAX_SENDS = 1024
-#: SendMany calls an access server has under way at once (over every logic instance).
-MAX_SENDS_IN_FLIGHT = 8
 
 log = logging.getLogger(__name__)
 
@@ -243,18 +242,56 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
         return await self._rpc.answer("SendGroupMsg", logic_pb2.SendGroupMsgRes, work)
 
     async def SendMany(self, request: logic_pb2.SendManyReq, context: Any) -> logic_pb2.SendManyRes:
-        async def work() -> logic_pb2.SendManyRes:
-            if len(request.sends) > MAX_SENDS:
-                raise InvalidField(f"at most {MAX_SENDS} sends per request, got {len(request.sends)}")
-            # Tickets are taken here, in request order, so each sender's sends are accepted in it.
-            sequences: dict[int, SendSequence] = {}
-            return logic_pb2.SendManyRes(
-                results=await asyncio.gather(
-                    *(_outcome(self._start(item, sequences)) for item in request.sends)
-                )
-            )
+        started = self._begin(request, {})
+        return await self._rpc.answer("SendMany", logic_pb2.SendManyRes, lambda: _finish(request, started))
 
-        return await self._rpc.answer("SendMany", logic_pb2.SendManyRes, work)
+    async def SendStream(
+        self, requests: AsyncIterator[logic_pb2.SendManyReq], context: Any
+    ) -> AsyncIterator[logic_pb2.SendManyRes]:
+        """The batches of one access server, each answered when its sends are. Tickets are taken as a
+        batch arrives, from one `SendSequence` per sender for the whole stream, so each sender's sends
+        are accepted in stream order while the batches overlap."""
+        sequences: dict[int, SendSequence] = {}
+        answers: asyncio.Queue[logic_pb2.SendManyRes | None] = asyncio.Queue()
+
+        async def answer(
+            request: logic_pb2.SendManyReq, started: list[Awaitable[SendResult] | Exception] | Exception
+        ) -> None:
+            response = await self._rpc.answer(
+                "SendStream", logic_pb2.SendManyRes, lambda: _finish(request, started)
+            )
+            for source in [source for source, sequence in sequences.items() if sequence.idle]:
+                del sequences[source]
+            response.batch = request.batch
+            answers.put_nowait(response)
+
+        async def read() -> None:
+            batches: set[asyncio.Task[None]] = set()
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(answer(request, self._begin(request, sequences)))
+                    batches.add(task)
+                    task.add_done_callback(batches.discard)
+            finally:
+                # The caller stopped sending (or went away): what it sent is still answered.
+                if batches:
+                    await asyncio.wait(batches)
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read(), name="fishchat-send-stream")
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()
+
+    def _begin(
+        self, request: logic_pb2.SendManyReq, sequences: dict[int, SendSequence]
+    ) -> list[Awaitable[SendResult] | Exception] | Exception:
+        """Every send of a batch with its ticket taken now, in request order; or why the batch is refused."""
+        if len(request.sends) > MAX_SENDS:
+            return InvalidField(f"at most {MAX_SENDS} sends per request, got {len(request.sends)}")
+        return [self._start(item, sequences) for item in request.sends]
 
     def _start(
         self, item: logic_pb2.SendItem, sequences: dict[int, SendSequence]
@@ -330,6 +367,14 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
         return await self._rpc.answer("Mark", logic_pb2.MarkRes, work)
 
 
+async def _finish(
+    request: logic_pb2.SendManyReq, started: list[Awaitable[SendResult] | Exception] | Exception
+) -> logic_pb2.SendManyRes:
+    if isinstance(started, Exception):
+        raise started
+    return logic_pb2.SendManyRes(results=await asyncio.gather(*map(_outcome, started)))
+
+
 def _receipt_kind(kind: str) -> MsgType:
     try:
         return MsgType(kind)
@@ -371,31 +416,7 @@ class RemoteAccessCore:
     def __init__(self, client: RoleClient, timelines: RemoteSync) -> None:
         self._client = client
         self._timelines = timelines
-        self._sends: OrderedBatches[logic_pb2.SendItem, logic_pb2.SendOutcome] = OrderedBatches(
-            self._send_many,
-            max_items=MAX_SENDS,
-            max_weight=MAX_SENDS,
-            max_in_flight=MAX_SENDS_IN_FLIGHT,
-            name="fishchat-send-many",
-        )
-
-    async def _send_many(self, batch: Batch[logic_pb2.SendItem, logic_pb2.SendOutcome]) -> None:
-        try:
-            response = await self._client.call(
-                "SendMany", logic_pb2.SendManyReq(sends=[entry.value for entry in batch.entries])
-            )
-            if len(response.results) != len(batch.entries):
-                raise ServerError(
-                    f"logic answered {len(response.results)} results for {len(batch.entries)} sends"
-                )
-        except Exception as exc:
-            for entry in batch.entries:
-                if not entry.outcome.done():
-                    entry.outcome.set_exception(exc)
-            return
-        for entry, outcome in zip(batch.entries, response.results, strict=True):
-            if not entry.outcome.done():
-                entry.outcome.set_result(outcome)
+        self._sends = SendStreams(client, timeout_s=client.timeout_s, max_batch=MAX_SENDS)
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> Session:
         # What this node knew stored for uid may miss what came while no notice reached it: the
