@@ -1,9 +1,11 @@
 """Benchmark: chat throughput, send-to-synced latency and memory per idle connection, against a bare relay.
 
-Two servers are measured in the same run with the same generator:
+Three servers are measured in the same run with the same generator:
 
 - `embedded`: FishChat as `fishchat up` runs it (every role in one process, SQLite storage with
   durable commits, notify then sync), started as a subprocess on free loopback ports;
+- `embedded-ws`: the same, with every client on a WebSocket (the URL the gateway hands out; the
+  generator's clients are the `websockets` library's), against `embedded` over TCP;
 - `relay`: the baseline, `bench/relay.py`, a bare uvloop server with the same framing that forwards
   each send to the target's connection and acks it (no storage, no sync).
 
@@ -84,8 +86,10 @@ class ServerProcess:
     api: str | None
     log_path: Path
     started_in_s: float
-    #: The port clients stay connected to (access; the relay's only port).
+    #: The port clients stay connected to (access, or its WebSocket port; the relay's only port).
     client_port: int = 0
+    #: Clients connect over WebSocket (embedded-ws).
+    websocket: bool = False
     _drain: asyncio.Task[None] | None = None
 
     @property
@@ -158,7 +162,7 @@ async def _start(
 
 
 async def start_embedded(
-    workdir: Path, env: dict[str, str] | None = None, profile: Path | None = None
+    workdir: Path, env: dict[str, str] | None = None, profile: Path | None = None, *, websocket: bool = False
 ) -> ServerProcess:
     # Profiled: one cProfile stats file per thread in `profile`, written when the server exits.
     launcher = [str(BENCH_DIR / "profile_server.py"), str(profile)] if profile else ["-m", "fishchat"]
@@ -171,7 +175,8 @@ async def start_embedded(
     server, ready = await _start("embedded", argv, workdir, ready_within=60, env=env)
     server.gateway = Endpoint("127.0.0.1", int(ready["gateway"]))
     server.api = f"http://127.0.0.1:{int(ready['http'])}"
-    server.client_port = int(ready["access"])
+    server.client_port = int(ready["access_ws"] if websocket else ready["access"])
+    server.websocket = websocket
     return server
 
 
@@ -296,6 +301,7 @@ async def connect_all(
             account.token,
             device=device,
             gateway=server.gateway,
+            websocket=server.websocket,
             on_message=handler_for(account.uid),
             request_timeout=30.0,
             connect_timeout=30.0,
@@ -669,8 +675,8 @@ async def bench_server(
     server_env: dict[str, str] | None = None,
     profile: Path | None = None,
 ) -> ServerResult:
-    if name == "embedded":
-        server = await start_embedded(workdir, server_env, profile)
+    if name in ("embedded", "embedded-ws"):
+        server = await start_embedded(workdir, server_env, profile, websocket=name == "embedded-ws")
     else:
         server = await start_relay(workdir)
     log(f"{name}: started in {server.started_in_s:.2f}s (pid {server.pid}, gateway {server.gateway})")
@@ -778,6 +784,18 @@ def summary(results: dict[str, ServerResult], settings: Settings) -> list[str]:
                 f"{embedded.memory.per_connection / relay.memory.per_connection:.2f}   "
                 f"(embedded target <= 8 KiB: {embedded.memory.per_connection / 1024:.2f} KiB)"
             )
+    websocket = results.get("embedded-ws")
+    if embedded and websocket:
+        lines.append("  ratio WebSocket / TCP (embedded):")
+        w_best, t_best = websocket.sustained, embedded.sustained
+        if w_best and t_best:
+            lines.append(f"    sustained throughput  {w_best.delivered_rate / t_best.delivered_rate:.2f}")
+        if websocket.memory and embedded.memory and embedded.memory.per_connection > 0:
+            lines.append(
+                "    memory per idle conn  "
+                f"{websocket.memory.per_connection / embedded.memory.per_connection:.2f}   "
+                f"(WebSocket: {websocket.memory.per_connection / 1024:.2f} KiB)"
+            )
     for result in results.values():
         bound = machine_bound(result)
         if bound:
@@ -876,13 +894,55 @@ def chat_figures(results: dict[str, ServerResult], settings: Settings) -> list[F
     return out
 
 
+def websocket_figures(results: dict[str, ServerResult], settings: Settings) -> list[Figure]:
+    """The same load and idle connections over WebSocket, each against TCP of the same run."""
+    websocket, tcp = results.get("embedded-ws"), results.get("embedded")
+    if websocket is None:
+        return []
+    tcp_best = tcp.sustained if tcp else None
+    best = websocket.sustained
+    detail = checks(websocket)
+    bound = machine_bound(websocket)
+    if bound:
+        detail += f"; {bound}"
+    if best is not None:
+        detail = f"p99 send-to-synced {best.p99_ms:.0f} ms at that rate; " + detail
+    out = [
+        Figure(
+            key="chat.ws_sustained",
+            what=f"chat over WebSocket, embedded profile: sustained throughput, {settings.users} connections",
+            value=best.delivered_rate if best else 0.0,
+            unit="msg/s",
+            baseline=Baseline("the same over TCP", tcp_best.delivered_rate, "msg/s") if tcp_best else None,
+            detail=detail,
+        )
+    ]
+    if websocket.memory is not None:
+        memory = websocket.memory
+        out.append(
+            Figure(
+                key="chat.ws_idle_memory",
+                what=f"memory per idle logged-in WebSocket connection ({memory.connections} connections)",
+                value=memory.per_connection / 1024,
+                unit="KiB",
+                baseline=Baseline("the same over TCP", tcp.memory.per_connection / 1024, "KiB")
+                if tcp and tcp.memory
+                else None,
+                detail=memory.breakdown(),
+            )
+        )
+    return out
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Chat throughput, send-to-synced latency and idle-connection memory: FishChat embedded "
         "vs a bare relay, measured in one run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--only", choices=("embedded", "relay"), help="measure one server only")
+    parser.add_argument(
+        "--only", choices=("embedded", "embedded-ws", "relay"), help="measure one server only"
+    )
     parser.add_argument("--users", type=int, default=40, help="load connections (even; paired)")
     parser.add_argument(
         "--idle", type=int, default=1000, help="idle logged-in connections for memory (0: skip)"
@@ -969,7 +1029,7 @@ async def run(args: argparse.Namespace) -> dict[str, ServerResult]:
         print(text, file=sys.stderr, flush=True)
 
     async with asyncio.timeout(args.max_seconds):
-        for name in ("relay", "embedded"):
+        for name in ("relay", "embedded", "embedded-ws"):
             if args.only and name != args.only:
                 continue
             workdir = workroot / name
@@ -986,7 +1046,8 @@ async def run(args: argparse.Namespace) -> dict[str, ServerResult]:
     lines = summary(results, settings)
     print("\n".join(lines), flush=True)
     if args.json:
-        write(args.json, chat_figures(results, settings), to_json(results, settings))
+        figures = chat_figures(results, settings) + websocket_figures(results, settings)
+        write(args.json, figures, to_json(results, settings))
     return results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +68,11 @@ class WebSocketFrameConnection:
             raise ConnectionLost(f"connecting to {url} timed out after {within:g}s") from None
         except (OSError, InvalidHandshake, InvalidURI) as exc:
             raise ConnectionLost(f"cannot connect to {url}: {exc}") from exc
+        sock = connection._ws.transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small frames must not wait for Nagle's algorithm (uvloop does not turn it off by itself).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection._reader = asyncio.create_task(connection._read(), name="fishchat-client-ws-read")
         return connection
 
