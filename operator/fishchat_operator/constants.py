@@ -117,6 +117,8 @@ class PortName(enum.StrEnum):
 CONTAINER_NAME: Final = "fishchat"
 CONFIG_VOLUME: Final = "config"
 CONFIG_MOUNT_PATH: Final = "/etc/fishchat"
+TLS_VOLUME: Final = "tls"
+TLS_MOUNT_PATH: Final = "/etc/fishchat-tls"  # not inside the read-only config volume
 TMP_VOLUME: Final = "tmp"
 RUN_AS_USER: Final = 10001
 RUN_AS_GROUP: Final = 10001

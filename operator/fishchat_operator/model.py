@@ -29,6 +29,7 @@ _DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
 QUANTITY_PATTERN = rf"^(\+|-)?{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_DECIMAL}))?$"
 HOST_PORT_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$"
 HOST_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
+WS_URL_PATTERN = r"^wss?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[-A-Za-z0-9._~/]*)?$"
 # A label value (app.kubernetes.io/version carries it) that is also a valid image tag.
 VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 IMAGE_PATTERN = r"^[a-z0-9]([-a-z0-9._/:]*[a-z0-9])?$"
@@ -154,6 +155,14 @@ class AccessSpec(ExposedRoleSpec):
         None,
         max_length=260,
         pattern=HOST_PORT_PATTERN,
+    )
+    public_ws_url: str | None = spec_field(
+        "WebSocket URL (ws:// or wss://, path /ws) the gateway and the HTTP API hand browsers instead of "
+        "each access pod's own, e.g. an ingress or a load balancer in front of the access Service's ws "
+        "port.",
+        None,
+        max_length=512,
+        pattern=WS_URL_PATTERN,
     )
 
 
@@ -430,6 +439,29 @@ class AutoscalingSpec(Described):
 
 
 @dataclass(frozen=True)
+class TlsSpec(Described):
+    """TLS from a Secret (type kubernetes.io/tls): `tls.crt` and `tls.key`, and `ca.crt` for gRPC."""
+
+    secret_name: str = spec_field(
+        "Secret holding tls.crt and tls.key (and ca.crt when grpc is on), mounted into every pod.",
+        max_length=253,
+        min_length=1,
+        pattern=RESOURCE_NAME_PATTERN,
+    )
+    clients: bool = spec_field(
+        "Client listeners (gateway and access TCP, access WebSocket, the HTTP API) speak TLS.", True
+    )
+    grpc: bool = spec_field("Internal gRPC between the roles speaks TLS, verified with ca.crt.", False)
+    grpc_server_name: str | None = spec_field(
+        "Name every role's certificate holds, which gRPC clients expect (pods are dialed by IP); "
+        "unset: the dialed address must be in the certificate.",
+        None,
+        max_length=253,
+        pattern=HOST_PATTERN,
+    )
+
+
+@dataclass(frozen=True)
 class ClusterSpec(Described):
     """A FishChat installation: every role, its backends, topics, table and scaling policy."""
 
@@ -462,6 +494,7 @@ class ClusterSpec(Described):
     autoscaling: AutoscalingSpec = spec_field(
         "Access autoscaling on live connection counts.", default_factory=AutoscalingSpec
     )
+    tls: TlsSpec | None = spec_field("Optional TLS for client listeners and internal gRPC.", None)
     reclaim_policy: ReclaimPolicy = spec_field(
         "What happens to the topics and the table when the cluster is deleted: Retain keeps them "
         "(and every message), Delete removes them.",

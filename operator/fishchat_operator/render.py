@@ -47,6 +47,8 @@ from fishchat_operator.constants import (
     RUN_AS_GROUP,
     RUN_AS_USER,
     TERMINATION_GRACE_SECONDS,
+    TLS_MOUNT_PATH,
+    TLS_VOLUME,
     TMP_VOLUME,
     AutoscalingMode,
     Port,
@@ -425,6 +427,12 @@ def deployment(cluster: Cluster, role: Role, config: Manifest) -> Manifest:
             {"name": TMP_VOLUME, "emptyDir": {}},
         ],
     }
+    if spec.tls is not None:
+        # The certificate and key, readable by the pods' group only.
+        pod_spec["volumes"].append(
+            {"name": TLS_VOLUME, "secret": {"secretName": spec.tls.secret_name, "defaultMode": 0o440}}
+        )
+        container["volumeMounts"].append({"name": TLS_VOLUME, "mountPath": TLS_MOUNT_PATH, "readOnly": True})
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
     return {

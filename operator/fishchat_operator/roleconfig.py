@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from fishchat_operator import tomlfmt
-from fishchat_operator.constants import Port, Role
+from fishchat_operator.constants import TLS_MOUNT_PATH, Port, Role
 from fishchat_operator.model import Cluster
 
 ANY_HOST: Final = "0.0.0.0"
@@ -127,6 +127,20 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
         config["access"] = {"drain_timeout_s": drain[0]}
         if spec.roles.access.public_address:
             config["access"]["public_address"] = spec.roles.access.public_address
+        if spec.roles.access.public_ws_url:
+            config["access"]["ws_public_url"] = spec.roles.access.public_ws_url
+    if spec.tls is not None:
+        tls: dict[str, Any] = {
+            "cert_file": f"{TLS_MOUNT_PATH}/tls.crt",
+            "key_file": f"{TLS_MOUNT_PATH}/tls.key",
+            "clients": spec.tls.clients,
+            "grpc": spec.tls.grpc,
+        }
+        if spec.tls.grpc:
+            tls["ca_file"] = f"{TLS_MOUNT_PATH}/ca.crt"
+        if spec.tls.grpc_server_name:
+            tls["grpc_server_name"] = spec.tls.grpc_server_name
+        config["tls"] = tls
     if role in KAFKA_ROLES:
         kafka: dict[str, Any] = {
             "bootstrap": ",".join(backends.kafka.bootstrap_servers),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +19,8 @@ from fishchat.proto.gen.rpc import idgen_pb2, idgen_pb2_grpc
 from fishchat.rpc.client import ChannelPool, RoleClient
 from fishchat.rpc.metrics import RpcMetrics
 from fishchat.rpc.server import RpcServer, split_listen
+from fishchat.tls import TlsSettings
+from tests.certificates import make_certificates
 
 SERVICE = "fishchat.rpc.IDGenServerRPC"
 
@@ -163,3 +166,36 @@ async def test_a_key_always_reaches_the_instance_that_owns_it() -> None:
         await pool.close()
         for rpc in servers:
             await rpc.stop(0)
+
+
+async def test_grpc_over_tls_with_a_verified_certificate(tmp_path: Path) -> None:
+    """Roles' gRPC over TLS: a client trusting the CA (and expecting the configured server name, as
+    pods are dialed by IP) is answered; a plain-text client is not."""
+    certificates = make_certificates(tmp_path / "pki")
+    tls = TlsSettings(
+        cert_file=str(certificates.cert_file),
+        key_file=str(certificates.key_file),
+        ca_file=str(certificates.ca_file),
+        grpc=True,
+        grpc_server_name="fishchat.internal",
+    )
+    metrics = RpcMetrics(CollectorRegistry())
+    rpc = RpcServer("127.0.0.1:0", metrics, tls.grpc_server_credentials())
+    servicer = CountingIdgen(rpc)  # type: ignore[abstract]  # only Next is used here
+    rpc.add(idgen_pb2_grpc.add_IDGenServerRPCServicer_to_server, servicer, SERVICE)
+    port = await rpc.start()
+    secure = ChannelPool(tls.grpc_channel_credentials(), tls.grpc_server_name)
+    plain = ChannelPool()
+    try:
+        answer = await _client([f"127.0.0.1:{port}"], metrics, secure).call(
+            "Next", idgen_pb2.IDNextReq(name="abc")
+        )
+        assert answer.value == 3
+        with pytest.raises(Unavailable):
+            await _client([f"127.0.0.1:{port}"], metrics, plain, timeout_s=1.0).call(
+                "Next", idgen_pb2.IDNextReq(name="abc")
+            )
+    finally:
+        await secure.close()
+        await plain.close()
+        await rpc.stop(1.0)

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import ssl as ssl_module
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ class ChatClient:
     `auto_sync` false turns off syncing on connect and on notify (a send-only client); `sync()`
     still works. `websocket` connects over WebSocket to the URL the gateway hands out (or to
     `access_ws`, a `ws://` URL, without a gateway). `receipts` asks sync for receipt entries
-    ("delivered" / "read", see `ChatMessage`), delivered like messages.
+    ("delivered" / "read", see `ChatMessage`), delivered like messages. `ssl`: the TLS context to
+    reach a gateway and access server that speak TLS (and to verify them).
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class ChatClient:
         websocket: bool = False,
         access_ws: str | None = None,
         receipts: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if uid <= 0:
             raise InvalidRequest(f"uid must be a positive id, not {uid}")
@@ -169,6 +172,7 @@ class ChatClient:
         self._gateway = _endpoint(gateway, "gateway")
         self._access = _endpoint(access, "access")
         self._receipts = receipts
+        self._ssl = ssl
         self._websocket = websocket or access_ws is not None
         self._access_ws = access_ws
         if access_ws is not None:
@@ -396,9 +400,11 @@ class ChatClient:
         else:
             if endpoint is None:
                 assert self._gateway is not None
-                endpoint = await locate_access_server(self._gateway, within=self._connect_timeout)
+                endpoint = await locate_access_server(
+                    self._gateway, within=self._connect_timeout, ssl=self._ssl
+                )
             conn = await FrameConnection.open(
-                endpoint, self._on_frame, self._on_lost, within=self._connect_timeout
+                endpoint, self._on_frame, self._on_lost, within=self._connect_timeout, ssl=self._ssl
             )
         self._links[conn] = PendingRequests()
         try:
@@ -431,13 +437,14 @@ class ChatClient:
         `addr` names a TCP address, so WebSocket clients always reconnect this way."""
         url = self._access_ws
         if self._gateway is not None:
-            choice = await locate_access(self._gateway, within=self._connect_timeout)
+            choice = await locate_access(self._gateway, within=self._connect_timeout, ssl=self._ssl)
             if not choice.ws_url:
                 raise ProtocolViolation(f"the gateway {self._gateway} named no WebSocket URL")
             url = choice.ws_url
         assert url is not None
+        options = {"ssl": self._ssl} if url.startswith("wss://") and self._ssl is not None else {}
         return await WebSocketFrameConnection.open(
-            url, self._on_frame, self._on_lost, within=self._connect_timeout
+            url, self._on_frame, self._on_lost, within=self._connect_timeout, **options
         )
 
     def _detach(self, conn: ClientLink) -> None:

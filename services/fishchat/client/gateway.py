@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 from dataclasses import dataclass
 
 from fishchat.client.errors import ConnectionLost, ProtocolViolation, RequestRefused
@@ -30,12 +31,16 @@ class AccessChoice:
     ws_url: str = ""
 
 
-async def locate_access_server(gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 5.0) -> Endpoint:
+async def locate_access_server(
+    gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 5.0, ssl: ssl_module.SSLContext | None = None
+) -> Endpoint:
     """The client address of the access server the gateway picks for us (see `locate_access`)."""
-    return (await locate_access(gateway, within=within)).endpoint
+    return (await locate_access(gateway, within=within, ssl=ssl)).endpoint
 
 
-async def locate_access(gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 5.0) -> AccessChoice:
+async def locate_access(
+    gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 5.0, ssl: ssl_module.SSLContext | None = None
+) -> AccessChoice:
     """The access server the gateway picks for us: its client address and WebSocket URL.
 
     Raises ConnectionLost if the gateway cannot be reached or does not answer within `within` seconds,
@@ -44,7 +49,7 @@ async def locate_access(gateway: Endpoint = DEFAULT_GATEWAY, *, within: float = 
     """
     try:
         async with asyncio.timeout(within):
-            reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+            reader, writer = await asyncio.open_connection(gateway.host, gateway.port, ssl=ssl)
             try:
                 await write_frame(
                     writer, gateway_pb2.ReqAccessServer(cmd=Cmd.REQ_ACCESS_SERVER).SerializeToString()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl as ssl_module
 from collections.abc import Callable
 from typing import cast
 
@@ -49,14 +50,21 @@ class FrameConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, endpoint: Endpoint, on_frame: FrameHandler, on_lost: LossHandler, *, within: float
+        cls,
+        endpoint: Endpoint,
+        on_frame: FrameHandler,
+        on_lost: LossHandler,
+        *,
+        within: float,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> FrameConnection:
-        """Connect to `endpoint`; OSError or TimeoutError (as ConnectionLost) when it cannot be reached."""
+        """Connect to `endpoint` (over TLS with `ssl`); OSError, TimeoutError or a failed TLS handshake
+        (as ConnectionLost) when it cannot be reached."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(within):
                 _, protocol = await loop.create_connection(
-                    lambda: cls(endpoint, on_frame, on_lost), endpoint.host, endpoint.port
+                    lambda: cls(endpoint, on_frame, on_lost), endpoint.host, endpoint.port, ssl=ssl
                 )
         except TimeoutError:
             raise ConnectionLost(f"connecting to {endpoint} timed out after {within:g}s") from None

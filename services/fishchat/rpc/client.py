@@ -36,13 +36,23 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 class ChannelPool:
     """One channel per address, shared by every client of the process, closed together."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: Any = None, server_name: str = "") -> None:
+        """`credentials`: `grpc.ssl_channel_credentials` for TLS (None: plain); `server_name`: the name
+        expected in the servers' certificates instead of the dialed host (instances are dialed by IP)."""
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = credentials
+        self._options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
+        if server_name:
+            self._options.append(("grpc.ssl_target_name_override", server_name))
 
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
+            else:
+                channel = grpc.aio.insecure_channel(address, options=self._options)
+            self._channels[address] = channel
         return channel
 
     async def discard(self, address: str) -> None:

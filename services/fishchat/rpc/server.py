@@ -51,8 +51,10 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 class RpcServer:
-    def __init__(self, listen: str, metrics: RpcMetrics) -> None:
+    def __init__(self, listen: str, metrics: RpcMetrics, credentials: Any = None) -> None:
+        """`credentials`: `grpc.ssl_server_credentials` for TLS (None: plain)."""
         self.host, self.port = split_listen(listen)
+        self._credentials = credentials
         self._metrics = metrics
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self._health = health.aio.HealthServicer()
@@ -67,7 +69,11 @@ class RpcServer:
     async def start(self) -> int:
         """Listen and report SERVING; returns the bound port (the real one when 0 was asked)."""
         host = "[::]" if self.host in ("::", "0.0.0.0") else self.host
-        self.port = self._server.add_insecure_port(f"{host}:{self.port}")
+        address = f"{host}:{self.port}"
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(address, self._credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {self.host}")
         await self._server.start()

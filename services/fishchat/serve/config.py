@@ -30,6 +30,7 @@ from fishchat.production.mysql import MySQLSettings
 from fishchat.production.redis import RedisSettings
 from fishchat.rpc.server import split_listen
 from fishchat.server.config import LOG_LEVELS, AccessConfig, GatewayConfig, HttpConfig
+from fishchat.tls import TlsSettings
 
 ROLES = ("gateway", "access", "logic", "register", "manager", "notify", "idgen", "msg-job")
 
@@ -105,6 +106,7 @@ class ServeConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     chat: ChatSettings = field(default_factory=ChatSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     def __post_init__(self) -> None:
         if self.role and self.role not in ROLES:

@@ -57,9 +57,12 @@ class RoleRuntime:
         self.rpc_metrics = RpcMetrics(self.metrics)
         metrics_host, metrics_port = split_listen(config.listen(role, "metrics"))
         self.admin = AdminServer(self.metrics, metrics_host, metrics_port)
-        self.pool = ChannelPool()
+        tls = config.tls
+        self.pool = ChannelPool(tls.grpc_channel_credentials(), tls.grpc_server_name)
         grpc_listen = config.server.grpc_listen or DEFAULT_LISTEN[role].get("grpc", "")
-        self.rpc: RpcServer | None = RpcServer(grpc_listen, self.rpc_metrics) if grpc_listen else None
+        self.rpc: RpcServer | None = (
+            RpcServer(grpc_listen, self.rpc_metrics, tls.grpc_server_credentials()) if grpc_listen else None
+        )
         self.etcd: aetcd.Client | None = None
         self.session: EtcdSession | None = None
         self.registry: EtcdRegistry | None = None

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -589,12 +590,15 @@ class AccessServer(FramedServer[AccessConnection]):
         chat: ChatSettings,
         host: str,
         metrics: ServerMetrics,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             ROLE,
             host,
             config.port,
             metrics,
+            ssl_context=ssl_context,
             max_connections=config.max_connections,
             max_frame_bytes=config.max_frame_bytes,
             max_write_buffer_bytes=config.max_write_buffer_bytes,
@@ -661,7 +665,8 @@ class AccessServer(FramedServer[AccessConnection]):
         ws_port = self.config.websocket_port
         if ws_port is not None:
             self.ws_port = await self.listen(self._websocket_link, ws_port)
-            self.ws_url = self.config.ws_public_url or f"ws://{_join_host_port(host, self.ws_port)}/ws"
+            scheme = "wss" if self.ssl_context is not None else "ws"
+            self.ws_url = self.config.ws_public_url or f"{scheme}://{_join_host_port(host, self.ws_port)}/ws"
             log.info("access listening for WebSocket clients", extra={"role": ROLE, "port": self.ws_port})
         if announce:
             await self.announce(self.client_address)

@@ -136,13 +136,27 @@ async def serve_backend(
     registry = CollectorRegistry()
     metrics = ServerMetrics(registry)
     service = backend.service
+    tls = config.tls.client_listener_context()
     service.limits.observer = lambda action, scope: metrics.rate_limited.labels(action, scope).inc()
     access = AccessServer(
-        service, backend.notifier, backend.registry, config.access, config.chat, config.host, metrics
+        service,
+        backend.notifier,
+        backend.registry,
+        config.access,
+        config.chat,
+        config.host,
+        metrics,
+        ssl_context=tls,
     )
-    gateway = GatewayServer(service, config.gateway, config.host, metrics)
+    gateway = GatewayServer(service, config.gateway, config.host, metrics, ssl_context=tls)
     http = HttpApi(
-        service, config.http, config.host, metrics, gateway=service, websocket=access.serve_websocket
+        service,
+        config.http,
+        config.host,
+        metrics,
+        gateway=service,
+        websocket=access.serve_websocket,
+        ssl_context=tls,
     )
     admin = AdminServer(registry, config.host, config.admin.port)
 

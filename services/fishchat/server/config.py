@@ -21,6 +21,7 @@ from fishchat.config import ConfigError, check_port, load_config
 from fishchat.domain.settings import ChatSettings
 from fishchat.protocol.codec import MAX_PAYLOAD
 from fishchat.protocol.frames import MAX_DEVICE_BYTES, MAX_MSG_BYTES, MAX_MSG_ID_BYTES, FieldLimits
+from fishchat.tls import TlsSettings
 
 DEFAULT_DATA_DIR = Path(".data")
 _ORIGIN_RE = re.compile(r"https?://[^/\s]+")
@@ -192,6 +193,7 @@ class UpConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     chat: ChatSettings = field(default_factory=ChatSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     def __post_init__(self) -> None:
         if not self.host:

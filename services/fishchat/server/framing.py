@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
@@ -360,8 +361,11 @@ class FramedServer(Generic[C]):
         max_frame_bytes: int,
         max_write_buffer_bytes: int,
         idle_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.role = role
+        #: TLS on every listener of this server (None: plain TCP).
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.metrics = metrics
@@ -407,6 +411,10 @@ class FramedServer(Generic[C]):
     async def listen(self, link_factory: Callable[[], asyncio.Protocol], port: int, **options: Any) -> int:
         """Accept connections on `port` of this server's host with links from `link_factory`; returns
         the port (the real one when 0 asked for a free one). `options` go to `create_server` (ssl)."""
+        options.setdefault("ssl", self.ssl_context)
+        if options["ssl"] is not None:
+            # A client that never finishes the TLS handshake is dropped, like one that never logs in.
+            options.setdefault("ssl_handshake_timeout", 10.0)
         server = await self.loop.create_server(
             link_factory, self.host, port, reuse_address=True, backlog=1024, **options
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Coroutine
 from typing import Any
 
@@ -84,13 +85,22 @@ class GatewayConnection(FramedConnection):
 
 
 class GatewayServer(FramedServer[GatewayConnection]):
-    def __init__(self, core: GatewayCore, config: GatewayConfig, host: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        core: GatewayCore,
+        config: GatewayConfig,
+        host: str,
+        metrics: ServerMetrics,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(
             ROLE,
             host,
             config.port,
             metrics,
             max_connections=config.max_connections,
+            ssl_context=ssl_context,
             max_frame_bytes=4096,  # ReqAccessServer is a few bytes; nothing legitimate is larger
             max_write_buffer_bytes=config.max_write_buffer_bytes,
             idle_timeout_s=config.idle_timeout_s,

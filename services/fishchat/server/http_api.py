@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -201,10 +202,12 @@ class HttpApi:
         *,
         gateway: GatewayCore | None = None,
         websocket: WebSocketHandler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`gateway` answers `/x/access/server`; `websocket`, when given, serves WebSocket clients at
         `/ws` of this port (the embedded profile: the page and its WebSocket share one origin)."""
         self.core = core
+        self.ssl_context = ssl_context
         self.gateway = gateway
         self.websocket = websocket
         self.config = config
@@ -239,7 +242,9 @@ class HttpApi:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         log.info("http api listening", extra={"role": "http", "host": self.host, "port": self.port})

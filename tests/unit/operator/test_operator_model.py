@@ -231,8 +231,11 @@ def test_role_config_toml_parses_back(role: Role) -> None:
 def test_every_role_finds_etcd_and_only_its_backends() -> None:
     cluster = parse_cluster(body("full"))
     etcd_layout = {"etcd", "registry", "versions", "snowflake"}
+    # The full example turns TLS on: every role gets the same [tls] (certificates of the mounted Secret).
+    assert all(role_config(cluster, role)["tls"]["grpc"] for role in ROLES)
     sections = {
-        role: set(role_config(cluster, role)) - {"role", "cluster", "namespace", "server"} for role in ROLES
+        role: set(role_config(cluster, role)) - {"role", "cluster", "namespace", "server", "tls"}
+        for role in ROLES
     }
     assert all(etcd_layout <= s for s in sections.values())
     backends = {role: s - etcd_layout for role, s in sections.items()}

@@ -55,6 +55,7 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         config.chat,
         host,
         ServerMetrics(rt.metrics),
+        ssl_context=config.tls.client_listener_context(),
     )
     await access.start(announce=False)
     rt.on_close("access server", access.close)

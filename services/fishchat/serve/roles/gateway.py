@@ -42,6 +42,7 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         replace(config.gateway, port=port),
         host,
         ServerMetrics(rt.metrics),
+        ssl_context=config.tls.client_listener_context(),
     )
     await gateway.start()
     rt.on_close("gateway", gateway.close)

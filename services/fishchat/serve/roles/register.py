@@ -84,6 +84,7 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
         host,
         metrics,
         gateway=RegistryGatewayCore(rt.registry.instances),
+        ssl_context=config.tls.client_listener_context(),
     )
     await api.start()
     rt.on_close("HTTP API", api.stop)
