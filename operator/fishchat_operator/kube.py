@@ -242,11 +242,46 @@ def login(settings: kopf.OperatorSettings, kubeconfig: str | None = None) -> kop
     """An explicit kubeconfig, else the in-cluster service account, else KUBECONFIG or ~/.kube/config."""
     if kubeconfig:
         return kubeconfig_login(kubeconfig)
-    in_cluster = kopf.login_with_service_account(settings=settings)
+    in_cluster = service_account_login(settings)
     if in_cluster is not None:
         return in_cluster
     default = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
     return kubeconfig_login(default) if os.path.exists(default) else None
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def service_account_login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """The Pod's service account, at the API server address the kubelet puts in the environment.
+
+    As client-go's in-cluster config does: KUBERNETES_SERVICE_HOST/PORT, not the DNS name kopf's own
+    handler uses, so the operator also runs where cluster DNS is missing or slow to come up. The
+    token is read at each login; kopf logs in again on a 401, which picks up a rotated token.
+    """
+    token_path = os.path.join(SERVICE_ACCOUNT_DIR, "token")
+    if not os.path.exists(token_path):
+        return None
+    with open(token_path, encoding="utf-8") as handle:
+        token = handle.read().strip()
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    else:
+        server = "https://kubernetes.default.svc"
+    namespace_path = os.path.join(SERVICE_ACCOUNT_DIR, "namespace")
+    namespace = None
+    if os.path.exists(namespace_path):
+        with open(namespace_path, encoding="utf-8") as handle:
+            namespace = handle.read().strip() or None
+    ca_path = os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt")
+    return kopf.ConnectionInfo(
+        server=server,
+        ca_path=ca_path if os.path.exists(ca_path) else None,
+        token=token or None,
+        default_namespace=namespace,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 def kubeconfig_login(path: str) -> kopf.ConnectionInfo:

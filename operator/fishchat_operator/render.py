@@ -309,23 +309,21 @@ def _quantities(quantities: Quantities) -> dict[str, str]:
 
 
 def _probes(role: Role) -> dict[str, Any]:
-    if role in GRPC_PORT:
-        # gRPC roles answer the standard gRPC health protocol on their service port.
-        check: dict[str, Any] = {"grpc": {"port": GRPC_PORT[role].value}}
-        ready, live = check, check
-    else:
-        port = PortName.METRICS.value
-        ready = {"httpGet": {"path": READYZ_PATH, "port": port}}
-        live = {"httpGet": {"path": HEALTHZ_PATH, "port": port}}
+    """Readiness asks whether the role serves (gRPC roles answer the gRPC health protocol, which says
+    NOT_SERVING while a backend is unreachable or the pod drains); liveness only whether the process
+    is alive (/healthz), so a backend outage never restarts every pod. A startup probe gives a slow
+    start (a busy node) two minutes before liveness counts; liveness then tolerates a minute of
+    missed answers, since a restart under load only adds load."""
+    live = {"httpGet": {"path": HEALTHZ_PATH, "port": PortName.METRICS.value}}
+    ready: dict[str, Any] = (
+        {"grpc": {"port": GRPC_PORT[role].value}}
+        if role in GRPC_PORT
+        else {"httpGet": {"path": READYZ_PATH, "port": PortName.METRICS.value}}
+    )
     return {
-        "readinessProbe": {**ready, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
-        "livenessProbe": {
-            **live,
-            "initialDelaySeconds": 10,
-            "periodSeconds": 10,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
+        "startupProbe": {**live, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 60},
+        "readinessProbe": {**ready, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+        "livenessProbe": {**live, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
     }
 
 

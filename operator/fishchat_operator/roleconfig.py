@@ -36,7 +36,8 @@ ACCESS_GRPC_STOP_SECONDS: Final = 5
 
 KAFKA_ROLES: Final = frozenset({Role.LOGIC, Role.MSG_JOB})
 HBASE_ROLES: Final = frozenset({Role.MSG_JOB, Role.MANAGER})
-REDIS_ROLES: Final = frozenset({Role.REGISTER, Role.NOTIFY, Role.LOGIC})
+# msg-job completes the idempotency keys of the sends it stored.
+REDIS_ROLES: Final = frozenset({Role.REGISTER, Role.NOTIFY, Role.LOGIC, Role.MSG_JOB})
 MYSQL_ROLES: Final = frozenset({Role.REGISTER})
 
 # Which container ports each role listens on, by port name; the metrics port is everyone's.

@@ -239,7 +239,7 @@ def test_every_role_finds_etcd_and_only_its_backends() -> None:
     }
     assert all(etcd_layout <= s for s in sections.values())
     backends = {role: s - etcd_layout for role, s in sections.items()}
-    assert backends[Role.MSG_JOB] == {"kafka", "hbase"}
+    assert backends[Role.MSG_JOB] == {"kafka", "hbase", "redis"}
     assert backends[Role.MANAGER] == {"hbase"}
     assert backends[Role.REGISTER] == {"redis", "mysql"}
     assert backends[Role.LOGIC] == {"kafka", "redis"}

@@ -173,7 +173,7 @@ def test_rendered_config_loads_in_the_services(case: str, role: Role, tmp_path: 
         assert config.kafka.consumer_group == expected.consumer_group
     if role in (Role.MSG_JOB, Role.MANAGER):
         assert (config.hbase.host, config.hbase.port, config.hbase.table) == expected.hbase
-    if role in (Role.LOGIC, Role.REGISTER, Role.NOTIFY):
+    if role in (Role.LOGIC, Role.REGISTER, Role.NOTIFY, Role.MSG_JOB):
         assert config.redis.url == expected.redis_url
         assert config.redis.prefix == expected.redis_prefix
         assert config.redis.password == expected.redis_password
@@ -196,7 +196,9 @@ def test_only_the_roles_that_use_a_secret_get_it(role: Role) -> None:
     names = {var["name"] for var in container["env"]}
     assert ("FISHCHAT_MYSQL_PASSWORD" in names) is (role is Role.REGISTER)
     assert ("FISHCHAT_MYSQL_USER" in names) is (role is Role.REGISTER)
-    assert ("FISHCHAT_REDIS_PASSWORD" in names) is (role in (Role.LOGIC, Role.REGISTER, Role.NOTIFY))
+    assert ("FISHCHAT_REDIS_PASSWORD" in names) is (
+        role in (Role.LOGIC, Role.REGISTER, Role.NOTIFY, Role.MSG_JOB)
+    )
 
 
 def test_clusters_sharing_etcd_and_redis_never_collide(tmp_path: Path) -> None:
