@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from fishchat.domain import validation
-from fishchat.domain.errors import InvalidField, code_of, error_for, message_of
+from fishchat.domain.errors import InvalidField, error_for
 from fishchat.domain.messaging import MessagingService
 from fishchat.domain.ordering import UNORDERED, SendSequence, SendTicket
 from fishchat.domain.ratelimit import RateLimits
@@ -46,7 +46,7 @@ from fishchat.rpc.client import RoleClient
 from fishchat.rpc.manager import RemoteSync, to_timeline
 from fishchat.rpc.register import MAX_ADDRESS_CHARS, MAX_TOKEN_CHARS, RemoteLogin, check_node, check_text
 from fishchat.rpc.send_stream import SendStreams
-from fishchat.rpc.server import RpcServer
+from fishchat.rpc.server import RpcServer, refusal
 from fishchat.server.ports import AccessCore
 
 SERVICE = "fishchat.rpc.LogicRPC"
@@ -398,10 +398,10 @@ async def _outcome(sending: Awaitable[SendResult] | Exception) -> logic_pb2.Send
 
 
 def _refusal(exc: Exception) -> logic_pb2.SendOutcome:
-    code = code_of(exc)
+    code, text = refusal(exc)
     if code == ErrCode.SERVER_ERR:
-        log.error("a send of a SendMany failed", exc_info=exc)
-    return logic_pb2.SendOutcome(errCode=int(code), errStr=message_of(exc))
+        log.error("a send of a batch failed", exc_info=exc)
+    return logic_pb2.SendOutcome(errCode=int(code), errStr=text)
 
 
 # --- access's side ----------------------------------------------------------------------------------

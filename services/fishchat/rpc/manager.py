@@ -20,7 +20,7 @@ import itertools
 import logging
 from typing import Any
 
-from fishchat.domain.errors import InvalidField, RequestError, ServerError, code_of, error_for, message_of
+from fishchat.domain.errors import InvalidField, RequestError, ServerError, error_for
 from fishchat.domain.messaging import parse_receipt_body
 from fishchat.domain.ordering import Batch, OrderedBatches
 from fishchat.domain.records import MsgType, Notice, StoredMessage, SyncPage
@@ -28,7 +28,7 @@ from fishchat.domain.sync import SyncRequest, SyncService
 from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import common_pb2, manager_pb2, manager_pb2_grpc
 from fishchat.rpc.client import RoleClient
-from fishchat.rpc.server import RpcServer
+from fishchat.rpc.server import RpcServer, refusal
 
 SERVICE = "fishchat.rpc.ManagerServerRPC"
 ROLE = "manager"
@@ -141,10 +141,10 @@ class ManagerServicer(manager_pb2_grpc.ManagerServerRPCServicer):
 
 def _page(page: SyncPage | Exception) -> manager_pb2.MGSyncMsgRes:
     if isinstance(page, Exception):
-        code = code_of(page)
+        code, text = refusal(page)
         if code == ErrCode.SERVER_ERR:
             log.error("a sync of a SyncMany failed", exc_info=page)
-        return manager_pb2.MGSyncMsgRes(errCode=int(code), errStr=message_of(page))
+        return manager_pb2.MGSyncMsgRes(errCode=int(code), errStr=text)
     return manager_pb2.MGSyncMsgRes(
         currentID=page.cursor, Msgs=[to_timeline(m) for m in page.messages], more=page.more
     )

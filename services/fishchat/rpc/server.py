@@ -1,8 +1,11 @@
 """The gRPC side of a role: one `grpc.aio` server with the role's services and the health protocol.
 
 Servicers answer through `RpcServer.answer`, which times the call, counts it by errCode, and turns a
-`ChatError` into `errCode`/`errStr` in the response (anything else is logged and answered 90001
-without its details). The health service (grpc.health.v1) reports every registered service SERVING
+failure into `errCode`/`errStr` in the response (`refusal`): a `ChatError` as its own code, a backend
+outage (Redis, Kafka or HBase unreachable or timing out) as 90002 "try again" naming the kind of
+failure, anything else logged and answered 90001 without its details.
+
+The health service (grpc.health.v1) reports every registered service SERVING
 once started and NOT_SERVING from the moment the process starts draining, so Kubernetes probes and
 load balancers stop sending new calls while the in-flight ones finish within the grace period.
 """
@@ -14,11 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiokafka.errors
 import grpc
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fishchat.domain.errors import code_of, message_of
-from fishchat.errcodes import ErrCode
+from fishchat.domain.errors import ChatError
+from fishchat.errcodes import ERR_STR, ErrCode
+from fishchat.production.hbase.store import HBaseError
 from fishchat.rpc.metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,27 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 )
+
+
+#: Failures of a server a role depends on that a retry may get past (a socket refused or reset, a
+#: timeout, Redis, Kafka or HBase unreachable): answered as SERVICE_UNAVAILABLE, not as a server error.
+BACKEND_OUTAGES: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    aiokafka.errors.KafkaError,
+    HBaseError,
+)
+
+
+def refusal(exc: BaseException) -> tuple[ErrCode, str]:
+    """The errCode and client-safe errStr a failure is answered with."""
+    if isinstance(exc, ChatError):
+        return exc.code, exc.message
+    if isinstance(exc, BACKEND_OUTAGES):
+        return ErrCode.SERVICE_UNAVAILABLE, f"a backend is unavailable ({type(exc).__name__}); try again"
+    return ErrCode.SERVER_ERR, ERR_STR[ErrCode.SERVER_ERR]
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -91,17 +118,19 @@ class RpcServer:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
 
-    async def answer(self, method: str, refusal: Callable[..., R], work: Callable[[], Awaitable[R]]) -> R:
-        """Run `work` for RPC `method`; a failure becomes `refusal(errCode=..., errStr=...)`."""
+    async def answer(self, method: str, refused: Callable[..., R], work: Callable[[], Awaitable[R]]) -> R:
+        """Run `work` for RPC `method`; a failure becomes `refused(errCode=..., errStr=...)`."""
         started = time.perf_counter()
         code = ErrCode.OK
         try:
             return await work()
         except Exception as exc:
-            code = code_of(exc)
+            code, text = refusal(exc)
             if code == ErrCode.SERVER_ERR:
                 log.exception("rpc %s failed", method)
-            return refusal(errCode=int(code), errStr=message_of(exc))
+            elif isinstance(exc, BACKEND_OUTAGES):
+                log.warning("rpc %s: %r", method, exc)
+            return refused(errCode=int(code), errStr=text)
         finally:
             self._metrics.server_requests.labels(method, str(int(code))).inc()
             self._metrics.server_seconds.labels(method).observe(time.perf_counter() - started)

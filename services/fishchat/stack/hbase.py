@@ -124,25 +124,33 @@ class HBase(Component):
             return
         if not jvm.jar_folder_ready(self.lib, jvm.pom("hbase"), {"hbase.version": HBASE_VERSION}):
             raise StackError(self.name, f"not installed ({self.lib} incomplete); run install first")
-        # A half-running pair (one JVM died) is restarted whole: the gateway caches master state.
+        if master.alive() and not port_open(self.thrift_port):
+            # Only the gateway died: it is a client of the cluster, so it alone comes back.
+            self._start_thrift()
+            wait_until(self.name, self._answers, START_TIMEOUT, thrift.log, self.running)
+            return
+        # A dead master is restarted with a fresh gateway: the gateway caches master state.
         self.stop()
         for role, port in self.ports.items():
             if port_open(port):
                 raise StackError(self.name, f"{role} port {port} on {HOST} is taken by another process")
         self._write_config()
         master.start(self._java(MASTER_HEAP, "org.apache.hadoop.hbase.master.HMaster", "start"))
-        thrift.start(
+        self._start_thrift()
+        try:
+            wait_until(self.name, self._answers, START_TIMEOUT, master.log, self.running)
+        except StackError:
+            self.stop()
+            raise
+
+    def _start_thrift(self) -> None:
+        self.thrift.start(
             self._java(
                 THRIFT_HEAP,
                 "org.apache.hadoop.hbase.thrift.ThriftServer",
                 *("-b", HOST, "-p", str(self.thrift_port), "--infoport", "-1", "start"),
             )
         )
-        try:
-            wait_until(self.name, self._answers, START_TIMEOUT, master.log, self.running)
-        except StackError:
-            self.stop()
-            raise
 
     def stop(self) -> None:
         """The gateway first (a client of the cluster), then an orderly cluster shutdown: the master

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import happybase
+from thriftpy2.transport import TTransportException
 
 from fishchat.domain.records import MsgType, StoredMessage
 
@@ -182,6 +183,10 @@ class ConnectionPool:
 
     def close(self) -> None:
         self._closed = True
+        self.discard_idle()
+
+    def discard_idle(self) -> None:
+        """Close the connections waiting in the pool (after a failure that says they may be dead)."""
         while True:
             try:
                 conn = self._idle.get_nowait()
@@ -261,15 +266,23 @@ class HBaseMessageStore:
         return await loop.run_in_executor(self._executor, functools.partial(self._guarded, fn, *args))
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            with self._pool.connection() as conn:
-                return fn(conn, *args)
-        except HBaseError:
-            raise
-        except Exception as exc:
-            raise HBaseError(
-                f"HBase {fn.__name__.strip('_')} on table {self._settings.table}: {exc!r}"
-            ) from exc
+        # A connection kept in the pool across a restart of the gateway fails on its first use: the
+        # call is made once more on a new connection (reads and puts can be repeated).
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    return fn(conn, *args)
+            except HBaseError:
+                raise
+            except Exception as exc:
+                if attempt == 1 and isinstance(exc, TTransportException | OSError):
+                    log.info("HBase %s: %r; once more on a new connection", fn.__name__.strip("_"), exc)
+                    self._pool.discard_idle()  # kept across the same restart: as dead
+                    continue
+                raise HBaseError(
+                    f"HBase {fn.__name__.strip('_')} on table {self._settings.table}: {exc!r}"
+                ) from exc
+        raise AssertionError("unreachable")
 
     def _put_rows(self, conn: happybase.Connection, rows: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         table = conn.table(self._table)
