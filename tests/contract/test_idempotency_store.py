@@ -203,3 +203,23 @@ async def test_release_many_frees_only_pending_keys_of_the_same_fingerprint(
     states = [c.state for c in await store.claim_many([IdempotencyKey(uid, m, "f") for m in "xyz"], LONG_MS)]
     assert states == [ClaimState.NEW, ClaimState.PENDING, ClaimState.DONE]
     await store.release_many([])
+
+
+async def test_refresh_extends_only_pending_claims_of_the_fingerprint(
+    store: IdempotencyStore, unique_ids: Callable[[], int]
+) -> None:
+    uid = unique_ids()
+    await store.claim_many([IdempotencyKey(uid, m, "f") for m in ("kept", "other", "done")], 300)
+    await store.complete([Completion(uid, "done", "f", _result(1, "done"))], LONG_MS)
+    await asyncio.sleep(0.15)
+    await store.refresh([IdempotencyKey(uid, "kept", "f"), IdempotencyKey(uid, "other", "intruder")], LONG_MS)
+    await store.refresh([IdempotencyKey(uid, "done", "f")], 1)
+    await asyncio.sleep(0.3)  # past the first 300 ms
+    states = [
+        c.state
+        for c in await store.claim_many(
+            [IdempotencyKey(uid, m, "f") for m in ("kept", "other", "done")], LONG_MS
+        )
+    ]
+    assert states == [ClaimState.PENDING, ClaimState.NEW, ClaimState.DONE]
+    await store.refresh([], LONG_MS)

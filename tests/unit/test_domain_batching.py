@@ -58,6 +58,9 @@ class Keys:
     async def release(self, source_uid: int, msg_id: str, fingerprint: str) -> None:
         await self.release_many([IdempotencyKey(source_uid, msg_id, fingerprint)])
 
+    async def refresh(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> None:
+        self.calls.append("refresh")
+
     async def release_many(self, keys: Sequence[IdempotencyKey]) -> None:
         self.calls.append("release")
         for key in keys:
@@ -245,3 +248,18 @@ async def test_a_caller_that_gives_up_before_its_batch_starts_writes_nothing(
     kept = await accepting.accept(p2p(3, 4, 0), DONE_TTL_MS)
     assert kept.state is ClaimState.NEW
     assert {r.source_uid for r in log.records} == {3}
+
+
+async def test_a_long_append_keeps_its_claims_alive(parts: tuple[Keys, Versions, Log]) -> None:
+    """An append that waits out a Kafka outage renews its claims, so they cannot expire under it."""
+    keys, _, log = parts
+    log.held_sender = 1
+    accepting = BatchAcceptor(keys, parts[1], log, pending_ttl_ms=60)
+    sending = accepting.accept(p2p(1, 2, 0), DONE_TTL_MS)
+    await asyncio.sleep(0.1)  # five twentieths of a second: about five renewals
+    assert keys.calls.count("refresh") >= 3
+    log.gate.set()
+    assert (await sending).state is ClaimState.NEW
+    renewals = keys.calls.count("refresh")
+    await asyncio.sleep(0.05)
+    assert keys.calls.count("refresh") == renewals  # the batch is over: no more renewals

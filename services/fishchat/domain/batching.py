@@ -12,9 +12,13 @@ appended in that order and each recipient's versions are handed out in that orde
 with a send in a batch under way has its later sends wait for a later batch. So one sender's sends
 keep their order in every timeline, while up to `max_in_flight` batches of different senders overlap.
 
+While a batch runs, its claims are renewed every third of `idempotency_pending_ttl_ms` (an append
+waits out a Kafka outage rather than give up on records the producer would still deliver): a retry
+is told the first attempt is still running, and a claim expires only when its attempt died.
+
 Failures: a batch whose keys cannot be claimed fails as a whole (nothing was written). One whose
-versions cannot be allocated releases its claims and fails. One whose append fails (or times out)
-leaves its claims pending: some records may have been written after all, in which case delivery
+versions cannot be allocated releases its claims and fails. One whose append fails leaves its claims
+pending: some records may have been written after all, in which case delivery
 marks their keys done when it stores them, and a retry gets the first result rather than appending
 the message again; if nothing was written, the claims expire after `idempotency_pending_ttl_ms`
 and a retry goes through. A failure to mark keys done is only logged: the records are durable and
@@ -120,6 +124,17 @@ class BatchAcceptor:
         if not accepted:
             return {}
         sends = [entry.value.send for entry in accepted]
+        claimed = [_key(send) for send in sends if send.idempotent]
+        keeping = asyncio.create_task(self._keep_pending(claimed)) if claimed else None
+        try:
+            return await self._allocate_and_append(accepted, sends)
+        finally:
+            if keeping is not None:
+                keeping.cancel()
+
+    async def _allocate_and_append(
+        self, accepted: list[Entry[_Queued, Claim]], sends: list[NewSend]
+    ) -> dict[int, list[Completion]]:
         try:
             counts = Counter(uid for send in sends for uid in send.recipients)
             allocated = {uid: iter(found) for uid, found in (await self._versions.allocate(counts)).items()}
@@ -146,6 +161,16 @@ class BatchAcceptor:
                 completions.setdefault(entry.value.done_ttl_ms, []).append(completion)
             _settle(entry.outcome, Claim(state=ClaimState.NEW, fingerprint=send.fingerprint, result=result))
         return completions
+
+    async def _keep_pending(self, keys: Sequence[IdempotencyKey]) -> None:
+        """Renew the batch's claims while it runs (an append waits out a Kafka outage): a retry is
+        told to wait until the attempt ends, and a claim expires only when its attempt died."""
+        while True:
+            await asyncio.sleep(self._pending_ttl_ms / 3000)
+            try:
+                await self._idempotency.refresh(keys, self._pending_ttl_ms)
+            except Exception as exc:  # Redis briefly away: the next round tries again
+                log.warning("renewing %d pending idempotency keys failed: %r", len(keys), exc)
 
     async def _release(self, keys: Sequence[IdempotencyKey]) -> None:
         if not keys:

@@ -150,6 +150,10 @@ class IdempotencyStore(Protocol):
     async def release_many(self, keys: Sequence[IdempotencyKey]) -> None:
         """`release` for each key, in one round trip."""
 
+    async def refresh(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> None:
+        """Give each pending claim of these fingerprints `pending_ttl_ms` more (its attempt is still
+        running); done keys and other attempts' claims are left alone. One round trip."""
+
 
 class SendAcceptor(Protocol):
     """How sends are accepted: claim the key, allocate versions, append, complete the key.

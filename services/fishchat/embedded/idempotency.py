@@ -36,6 +36,10 @@ _RELEASE = (
     "DELETE FROM idempotency_keys "
     "WHERE source_uid = ? AND msg_id = ? AND fingerprint = ? AND state = 'pending'"
 )
+_REFRESH = (
+    "UPDATE idempotency_keys SET expires_at_ms = ? "
+    "WHERE source_uid = ? AND msg_id = ? AND fingerprint = ? AND state = 'pending'"
+)
 _RECORD_DONE = (
     "INSERT OR REPLACE INTO idempotency_keys "
     "(source_uid, msg_id, fingerprint, state, version, timestamp_ms, server_msg_id, expires_at_ms) "
@@ -146,3 +150,14 @@ class SqliteIdempotencyStore:
             conn.executemany(_RELEASE, rows)
 
         await self._db.transact(drop)
+
+    async def refresh(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> None:
+        if not keys:
+            return
+        expires = self._clock.now_ms() + pending_ttl_ms
+        rows = [(expires, key.source_uid, key.msg_id, key.fingerprint) for key in keys]
+
+        def extend(conn: sqlite3.Connection) -> None:
+            conn.executemany(_REFRESH, rows)
+
+        await self._db.transact(extend)

@@ -2,7 +2,7 @@
 
 Servicers answer through `RpcServer.answer`, which times the call, counts it by errCode, and turns a
 failure into `errCode`/`errStr` in the response (`refusal`): a `ChatError` as its own code, a backend
-outage (Redis, Kafka or HBase unreachable or timing out) as 90002 "try again" naming the kind of
+outage (Redis, Kafka, HBase or MariaDB unreachable or timing out) as 90002 "try again" naming the kind of
 failure, anything else logged and answered 90001 without its details.
 
 The health service (grpc.health.v1) reports every registered service SERVING
@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiokafka.errors
+import aiomysql
 import grpc
 import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -49,7 +50,8 @@ SERVER_OPTIONS = (
 
 
 #: Failures of a server a role depends on that a retry may get past (a socket refused or reset, a
-#: timeout, Redis, Kafka or HBase unreachable): answered as SERVICE_UNAVAILABLE, not as a server error.
+#: timeout, Redis, Kafka, HBase or MariaDB unreachable): answered as SERVICE_UNAVAILABLE, not as a
+#: server error.
 BACKEND_OUTAGES: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
@@ -57,6 +59,8 @@ BACKEND_OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     aiokafka.errors.KafkaError,
     HBaseError,
+    aiomysql.OperationalError,
+    aiomysql.InterfaceError,
 )
 
 

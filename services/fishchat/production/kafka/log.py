@@ -20,7 +20,8 @@ from fishchat.production.kafka.settings import KafkaSettings
 
 
 class MessageLogTimeout(TimeoutError):
-    """Kafka did not acknowledge appended records in time; some of them may still be written."""
+    """Kafka did not take (queue) the records in time; the ones queued before were settled first,
+    and some of them may have been written."""
 
 
 class KafkaMessageLog:
@@ -52,20 +53,26 @@ class KafkaMessageLog:
         if not records:
             return
         settings = self._settings
+        acks: list[asyncio.Future[object]] = []
         try:
             async with asyncio.timeout(settings.delivery_timeout_ms / 1000):
                 # send() only queues the record (in order, per partition); the futures resolve on ack.
-                acks = [
-                    await self._producer.send(
-                        settings.topic_of(record.msg_type), encode_record(record), key=record_key(record)
+                for record in records:
+                    acks.append(
+                        await self._producer.send(
+                            settings.topic_of(record.msg_type), encode_record(record), key=record_key(record)
+                        )
                     )
-                    for record in records
-                ]
-                await asyncio.gather(*acks)
         except TimeoutError:
+            # What was queued goes on regardless: its fate is known before the caller hears of this.
+            await asyncio.gather(*acks, return_exceptions=True)
             raise MessageLogTimeout(
-                f"Kafka did not acknowledge {len(records)} record(s) within {settings.delivery_timeout_ms} ms"
+                f"Kafka did not take {len(records)} record(s) within {settings.delivery_timeout_ms} ms"
             ) from None
+        # Once queued, a record is delivered whenever the broker takes it again (the producer keeps
+        # retrying while the partition has a leader), so this waits for that rather than giving up:
+        # a caller that gave up could not stop the records, and a retry would append them twice.
+        await asyncio.gather(*acks)
 
     async def close(self) -> None:
         """Flush what is queued and disconnect."""

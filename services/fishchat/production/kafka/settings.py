@@ -27,7 +27,8 @@ class KafkaSettings:
     client_id: str = "fishchat"
     # Every broker request (produce, fetch, commit, metadata) fails after this long.
     request_timeout_ms: int = 15_000
-    # append() gives up (with an error, never a hang) if the records are not acknowledged by then.
+    # append() gives up (with an error) if the producer cannot queue the records by then; queued
+    # records are waited for until the broker acknowledges them (an outage makes sends wait).
     delivery_timeout_ms: int = 30_000
     linger_ms: int = 0
     compression: str | None = None  # None, "gzip", "lz4" or "zstd" (needs the codec's package)

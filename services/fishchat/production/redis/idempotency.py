@@ -57,6 +57,16 @@ end
 return owners
 """
 
+# KEYS: idempotency keys. ARGV: pending ttl_ms, then per key the pending value of the running attempt.
+_REFRESH = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
+  end
+end
+return 0
+"""
+
 # KEYS: idempotency keys. ARGV: per key the pending value of the releasing attempt.
 _RELEASE = """
 local released = 0
@@ -100,6 +110,7 @@ class RedisIdempotencyStore:
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._release = client.register_script(_RELEASE)
+        self._refresh = client.register_script(_REFRESH)
 
     async def claim(self, source_uid: int, msg_id: str, fingerprint: str, pending_ttl_ms: int) -> Claim:
         if pending_ttl_ms <= 0:
@@ -156,4 +167,12 @@ class RedisIdempotencyStore:
         await self._release(
             keys=[self._keys.idempotency(key.source_uid, key.msg_id) for key in keys],
             args=[_PENDING + _fingerprint(key.fingerprint) for key in keys],
+        )
+
+    async def refresh(self, keys: Sequence[IdempotencyKey], pending_ttl_ms: int) -> None:
+        if not keys or pending_ttl_ms <= 0:
+            return
+        await self._refresh(
+            keys=[self._keys.idempotency(key.source_uid, key.msg_id) for key in keys],
+            args=[pending_ttl_ms, *(_PENDING + _fingerprint(key.fingerprint) for key in keys)],
         )
