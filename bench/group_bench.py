@@ -41,6 +41,7 @@ from chat_bench import (
 )
 from chat_bench import connect_all as connect_embedded
 from chat_bench import provision as provision_embedded
+from figures import Baseline, Figure, write
 
 from fishchat.client import ApiClient, ChatClient, ChatMessage
 from fishchat.stack.base import stack_dir
@@ -267,6 +268,29 @@ def report(results: list[ProfileResult], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def group_figures(results: list[ProfileResult], args: argparse.Namespace) -> list[Figure]:
+    """Per profile: p99 from a group send to every member synced, against p2p on the same connections."""
+    return [
+        Figure(
+            key=f"group.{r.name}.p99",
+            what=f"group fan-out, {r.name} profile: p99 from a send to all {args.members} members synced",
+            value=r.group.p99_ms,
+            unit="ms",
+            baseline=Baseline(
+                f"p2p send to synced, same {r.name} server and connections", r.p2p.p99_ms, "ms"
+            ),
+            target=f"< {TARGET_P99_MS:.0f} ms",
+            met=r.group.p99_ms < TARGET_P99_MS,
+            detail=(
+                f"p50 {r.group.p50_ms:.0f} ms; {args.rate:g} group messages/s; {r.group.complete}/"
+                f"{r.group.messages} messages complete, {r.group.deliveries_missing} deliveries missing, "
+                f"{r.duplicates} duplicates; load average {r.load}"
+            ),
+        )
+        for r in results
+    ]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Group fan-out latency (send to every member synced) in both profiles, against p2p.",
@@ -278,6 +302,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="sending time per phase")
     parser.add_argument("--only", choices=("embedded", "cluster"), help="measure one profile only")
     parser.add_argument("--max-seconds", type=float, default=1500.0, help="abort after this long")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.members < 8 or args.senders < 1 or args.senders * 8 > args.members or args.rate <= 0:
         parser.error("--members >= 8, --senders >= 1 (at most members/8), --rate > 0")
@@ -303,6 +328,9 @@ async def run(args: argparse.Namespace) -> list[ProfileResult]:
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
     print("\n".join(report(results, args)), flush=True)
+    if args.json:
+        details = {r.name: {"group": vars(r.group), "p2p": vars(r.p2p), "load": r.load} for r in results}
+        write(args.json, group_figures(results, args), details)
     return results
 
 

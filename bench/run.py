@@ -11,10 +11,14 @@ Every `*_bench.py` here is a benchmark; by default all run, one after another, i
 - `cluster` (`cluster_bench.py`): the production pipeline, every role its own process on MariaDB,
   Redis, Kafka, HBase and etcd (started from the stack), against the one-process embedded profile
   under the same load; then a profile of its busiest process. The longest, about 10 minutes.
+- `group` (`group_bench.py`): group fan-out: a 1,000-member group, every member online, p99 from a
+  send until every member synced it, in both profiles, against p2p on the same connections.
 - `autoscale` (`autoscale_bench.py`): access autoscaling and drain on the production pipeline plus
   the stack's Prometheus and API server: the time to move N connections off a draining access server
   and the longest ack wait meanwhile (against fresh logins and the same traffic before), and the
   operator's scale-up reaction to rising connections (against a manual scale's apply).
+- `soak` (`soak_bench.py`): ten minutes of steady load on the production cluster with 1,000 users
+  online: losses, duplicates, order, per-minute latency, and the RSS of every role at start and end.
 
 Before running, the exact command of each benchmark is printed. Each runs as a subprocess (one that
 fails or hangs cannot take the others down) with `--json` to a temporary file; its progress goes to
@@ -54,7 +58,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 #: The default order: the quick ones first, so a failing stack does not hide their figures.
-ORDER = ("chat", "idgen", "cluster", "autoscale")
+ORDER = ("chat", "idgen", "cluster", "group", "autoscale", "soak")
 RECORD_FORMAT = 1
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import cluster_bench
 import uvloop
 from chat_bench import BenchError, StageResult, Traffic, close_all, rss_bytes
+from figures import Figure, write
 
 from fishchat.stack.base import stack_dir
 
@@ -52,7 +53,7 @@ def role_rss(pids: dict[str, int]) -> dict[str, int]:
     return rss
 
 
-async def soak(args: argparse.Namespace, workdir: Path) -> list[str]:
+async def soak(args: argparse.Namespace, workdir: Path) -> tuple[list[str], list[Figure]]:
     cluster, started_in = await asyncio.to_thread(cluster_bench.start_cluster, workdir, args.access)
     log(f"soak: {len(cluster.processes)} processes ready in {started_in:.1f}s")
     minutes: list[StageResult] = []
@@ -117,7 +118,35 @@ async def soak(args: argparse.Namespace, workdir: Path) -> list[str]:
     bad = {name: code for name, code in exit_codes.items() if code not in (0, None)}
     if bad:
         lines.append(f"  processes that did not exit cleanly: {bad}")
-    return lines
+    missing = sum(len(set(ledger.acked) - ledger.received) for ledger in traffic.ledgers.values())
+    duplicates = sum(ledger.duplicates for ledger in traffic.ledgers.values())
+    reordered = sum(ledger.reordered for ledger in traffic.ledgers.values())
+    growth = max(((rss_end.get(n, 0) - v) / MIB for n, v in rss_start.items()), default=0.0)
+    figures = [
+        Figure(
+            key="soak.losses",
+            what=f"soak, production cluster: {args.users} users online, {args.rate:g} msg/s for "
+            f"{args.minutes} min: acked messages missing, duplicated or reordered",
+            value=float(missing + duplicates + reordered),
+            unit="messages",
+            target="0",
+            met=missing + duplicates + reordered == 0 and failed == 0,
+            detail=f"sent {sent}, acked {acked}, failed {failed}; missing {missing}, "
+            f"duplicates {duplicates}, reordered {reordered}; load average {load_average()}",
+        ),
+        Figure(
+            key="soak.rss_growth",
+            what="soak: the largest RSS growth of a role process, warm-up to end",
+            value=growth,
+            unit="MiB",
+            target=f"<= +{args.rss_bound_percent:g}% or +{args.rss_bound_mib:g} MiB per role",
+            met=not grown,
+            detail="; ".join(
+                f"{n} {rss_start[n] / MIB:.0f}->{rss_end.get(n, 0) / MIB:.0f} MiB" for n in sorted(rss_start)
+            ),
+        ),
+    ]
+    return lines, figures
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -133,6 +162,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-bound-percent", type=float, default=20.0, help="allowed RSS growth, percent")
     parser.add_argument("--rss-bound-mib", type=float, default=32.0, help="allowed RSS growth, MiB")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="abort after this long")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.users < 2 or args.users % 2 or args.minutes < 1 or args.rate <= 0 or args.body_bytes < 40:
         parser.error("--users even and >= 2, --minutes >= 1, --rate > 0, --body-bytes >= 40")
@@ -147,10 +177,12 @@ async def run(args: argparse.Namespace) -> None:
     workroot = stack_dir() / "bench" / time.strftime("soak-%Y%m%d-%H%M%S")
     try:
         async with asyncio.timeout(args.max_seconds):
-            lines = await soak(args, workroot)
+            lines, figures = await soak(args, workroot)
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
     print("\n".join(lines), flush=True)
+    if args.json:
+        write(args.json, figures, {"lines": lines})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
