@@ -43,7 +43,9 @@ class ChatSettings:
     # A hole in a timeline younger than this may be a send still in flight; sync stops before it.
     sync_gap_grace_ms: int = 5_000
     idempotency_ttl_s: int = 24 * 3600
-    idempotency_pending_ttl_ms: int = 30_000
+    # How long a send's claim outlives its attempt: a running attempt renews it every third of this
+    # (`batching.BatchAcceptor`), so it only bounds how long a retry waits after its attempt died.
+    idempotency_pending_ttl_ms: int = 10_000
     scrypt: ScryptParams = field(default_factory=ScryptParams)
     limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
