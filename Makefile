@@ -12,7 +12,7 @@ WEB_STAMP := services/fishchat/web/dist/.inputs
 WEB_INPUTS := $(shell find services/fishchat/web/src -type f 2>/dev/null) services/fishchat/web/package.json \
 	services/fishchat/web/package-lock.json services/fishchat/web/build.py $(wildcard services/fishchat/proto/external/*.proto)
 
-.PHONY: venv proto web run test lint unit stack-up stack-down stack-status bench clean cluster
+.PHONY: venv proto web run test lint unit stack-up stack-down stack-status bench clean cluster images
 
 venv: $(STAMP) $(PROTO_STAMP) $(WEB_STAMP)
 
@@ -63,9 +63,15 @@ test: lint
 	@running=$$($(VENV)/bin/fishchat-stack status >/dev/null 2>&1 && echo yes); \
 	$(VENV)/bin/fishchat-stack up || exit 1; \
 	$(VENV)/bin/fishchat-stack tools || exit 1; \
+	$(VENV)/bin/fishchat-stack images || exit 1; \
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	[ -n "$$running" ] || $(VENV)/bin/fishchat-stack down; \
 	exit $$rc
+
+# The container images (ghcr.io/fishchat/fishchat, .../fishchat-operator, the node's pause) built
+# without a Docker daemon: buildah on a Debian base made with debootstrap; caches in FISHCHAT_CACHE.
+images: venv
+	$(VENV)/bin/fishchat-stack images
 
 stack-up: venv
 	$(VENV)/bin/fishchat-stack up

@@ -92,6 +92,31 @@ class Ports:
         return port_base() + offset
 
 
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def reserve_stack_ports() -> bool:
+    """Keep the kernel from handing the stack's ports out as ephemeral (client) ports.
+
+    The stack's ports lie inside the usual ephemeral range (32768-60999), so a client socket of any
+    process may get one just before its server binds it (Kafka's broker once took its own listening
+    port for its connection to its controller). Reserving `base..base+999` prevents that; it needs
+    root, lasts until reboot, and adds to what is reserved already. False when it could not.
+    """
+    low, high = port_base(), port_base() + 999
+    try:
+        current = RESERVED_PORTS.read_text().strip()
+        ranges = [r for r in current.split(",") if r]
+        for item in ranges:
+            first, _, last = item.partition("-")
+            if int(first) <= low and int(last or first) >= high:
+                return True
+        RESERVED_PORTS.write_text(",".join([*ranges, f"{low}-{high}"]))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True

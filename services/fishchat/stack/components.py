@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from fishchat.stack.base import Component, StackError
+from fishchat.stack.base import Component, StackError, reserve_stack_ports
 from fishchat.stack.progress import HEARTBEAT_S, Heartbeat, activity
 
 COMPONENTS: dict[str, str] = {
@@ -55,6 +55,7 @@ class Stack:
         """
         started: list[str] = []
         say = progress or (lambda _: None)
+        reserve_stack_ports()
         done = {c.name: threading.Event() for c in self.components}
         failed: set[str] = set()
 

@@ -17,6 +17,8 @@ TLS-inspecting proxy needs them to reach PyPI); they are mounted, never copied i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -25,11 +27,11 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fishchat.stack.base import StackError, apt_install, cache_dir, repo_root, run
+from fishchat.stack.base import StackError, apt_install, cache_dir, repo_root, run, stack_dir
 from fishchat.stack.golang import go_build, go_build_lock
 
 COMPONENT = "images"
@@ -227,9 +229,13 @@ def _host_mounts() -> list[str]:
 
 
 def _export(buildah: Buildah, ref: str, image_id: str) -> Path:
-    """The image as an OCI archive, written again only when the image changed."""
-    archives = images_dir() / "archives"
-    archives.mkdir(exist_ok=True)
+    """The image as an OCI archive, written again only when the image changed.
+
+    Archives belong to the checkout (its `.stack/images/`): the image store is shared by every
+    checkout of this machine, the tag of a name moves with each build, and a node must import what
+    its own checkout built."""
+    archives = stack_dir() / "images"
+    archives.mkdir(parents=True, exist_ok=True)
     name = ref.rsplit("/", 1)[1].replace(":", "_")
     archive = archives / f"{name}.oci.tar"
     stamp = archive.with_suffix(".id")
@@ -248,6 +254,22 @@ def build_images(tags: Sequence[str] = (), say: Callable[[str], None] | None = N
     report = say or (lambda _: None)
     log = install_log()
     ensure_build_tools(log)
+    with _build_lock():
+        return _build_images(tags, report, log)
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One image build at a time on this machine: the store and the tags are shared by checkouts."""
+    with (images_dir() / "build.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_images(tags: Sequence[str], report: Callable[[str], None], log: Path) -> list[BuiltImage]:
     proto_stamp = repo_root() / "services" / "fishchat" / "proto" / "gen" / "__init__.py"
     if not proto_stamp.is_file():
         raise StackError(COMPONENT, "generated protobuf code is missing: run `make proto` first", log)
@@ -313,6 +335,12 @@ def build_pause_image(say: Callable[[str], None] | None = None) -> BuiltImage:
                 shutil.copy(source / "main.go", context / "main.go")
                 (context / "go.mod").write_text(_PAUSE_GO_MOD)
                 go_build(COMPONENT, context, [(".", binary)], log)
+    with _build_lock():
+        return _build_pause(buildah, context, digest, log)
+
+
+def _build_pause(buildah: Buildah, context: Path, digest: str, log: Path) -> BuiltImage:
+    source = repo_root() / "images" / "pause"
     image_id = buildah.image_id(PAUSE_IMAGE)
     if image_id is None or _label(buildah, PAUSE_IMAGE, "fishchat.source") != digest:
         buildah(

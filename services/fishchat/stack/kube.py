@@ -16,6 +16,7 @@ Deployments produce ReplicaSets and Pods objects (nothing runs them: there is no
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import ssl
@@ -252,6 +253,9 @@ class KubeAPIServer(Component):
                 raise StackError(self.name, f"port {port} is taken by another process", process.log)
         if network_possible() is None:
             ensure_network(self.name, self.install_log)
+        if self._any_alive() and not self._current():
+            # Started by an older version of this code (other flags or certificates): start afresh.
+            self.stop()
         self._make_pki()
         self._write_kubeconfig()
         self.etcd.start(etcd_binary)
@@ -275,14 +279,37 @@ class KubeAPIServer(Component):
             self.controller_manager.alive,
             "healthy (/healthz)",
         )
+        self._started_for.write_text(self._fingerprint())
 
     def stop(self) -> None:
         self.controller_manager.stop()
         self.apiserver.stop()
         self.etcd.stop()
+        self._started_for.unlink(missing_ok=True)
 
     def running(self) -> bool:
-        return self.etcd.alive() and self.apiserver.alive() and self.controller_manager.alive()
+        alive = self.etcd.alive() and self.apiserver.alive() and self.controller_manager.alive()
+        return alive and self._current()
+
+    @property
+    def _started_for(self) -> Path:
+        return self.workdir / "started-for"
+
+    def _fingerprint(self) -> str:
+        """What the running processes were started with: their commands and the certificates' names."""
+        commands = [
+            self._apiserver_command(kube_binary(APISERVER)),
+            self._controller_manager_command(kube_binary(CONTROLLER_MANAGER)),
+        ]
+        text = json.dumps([[str(arg) for arg in cmd] for cmd in commands] + [self._serving_names()])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _current(self) -> bool:
+        stamp = self._started_for
+        return stamp.is_file() and stamp.read_text() == self._fingerprint()
+
+    def _any_alive(self) -> bool:
+        return self.etcd.alive() or self.apiserver.alive() or self.controller_manager.alive()
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}

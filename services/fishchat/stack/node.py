@@ -217,7 +217,13 @@ class Node(Component):
             _remove_tree(state)
 
     def running(self) -> bool:
-        return all(process.alive() for process in self._processes())
+        """Every process alive, for the API server that runs now (its CA signed our certificates)."""
+        ca = self.kube.pki / "ca.crt"
+        kubelet_cert = self.pki / "kubelet.crt"
+        current = (
+            ca.is_file() and kubelet_cert.is_file() and kubelet_cert.stat().st_mtime >= ca.stat().st_mtime
+        )
+        return current and self.kube.running() and all(process.alive() for process in self._processes())
 
     def env(self) -> dict[str, str]:
         """Where Pods reach the stack's servers (the CR's backends) and where the node answers."""

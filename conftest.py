@@ -1,7 +1,8 @@
 """Session-wide test setup: tier markers from folders, and the real-server stack once per session.
 
 A test's tier is the folder it lives in (tests/unit, tests/contract, tests/stack and tests/integration,
-tests/operator, e2e/), so `pytest -m unit` selects without any per-test decoration.
+tests/operator, e2e/), so `pytest -m unit` selects without any per-test decoration. It sits at the
+root so that both tests/ and e2e/ share the one session stack.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from fishchat.stack import Stack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 TIER_OF_FOLDER: dict[tuple[str, ...], str] = {
     ("tests", "unit"): "unit",
     ("tests", "contract"): "contract",
