@@ -56,6 +56,9 @@ class E2ECluster(Protocol):
     #: Host where this machine reaches the cluster's NodePorts.
     node_address: str
     backends: Backends
+    #: A Prometheus that scrapes what this machine's tests add (`fishchat.stack.prometheus`), as Pods
+    #: reach it; empty where there is none.
+    prometheus_url: str
 
     def load_images(self, tags: Sequence[str]) -> None:
         """Build both images under the project version and `tags`, and make the node hold them."""
@@ -86,6 +89,7 @@ class StackNodeCluster:
             )
         self.kubeconfig = Path(self.env["KUBECONFIG"])
         self.node_address = self.env["FISHCHAT_NODE_IP"]
+        self.prometheus_url = self.env.get("FISHCHAT_NODE_PROMETHEUS", "")
         mysql = urlsplit(self.env["FISHCHAT_MYSQL_URL"])
         mysql_host, mysql_port = self.env["FISHCHAT_NODE_MYSQL"].rsplit(":", 1)
         thrift_host, thrift_port = self.env["FISHCHAT_NODE_HBASE_THRIFT"].rsplit(":", 1)
@@ -155,9 +159,11 @@ class KindCluster:
         if not raw:
             raise E2EUnavailable(
                 "FISHCHAT_E2E_CLUSTER=kind needs FISHCHAT_E2E_BACKENDS: JSON with the CR's spec.backends "
-                "as kind's nodes reach them, plus mysqlUser, mysqlPassword, kafkaFromTests, hbaseFromTests"
+                "as kind's nodes reach them, plus mysqlUser, mysqlPassword, kafkaFromTests, hbaseFromTests "
+                "and prometheusUrl (a Prometheus that scrapes this machine's file targets)"
             )
         given = json.loads(raw)
+        self.prometheus_url = str(given.get("prometheusUrl", ""))
         hbase_host, hbase_port = str(given["hbaseFromTests"]).rsplit(":", 1)
         self.backends = Backends(
             spec=given["backends"],

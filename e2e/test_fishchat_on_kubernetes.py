@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from fishchat.client import Backoff, ChatClient, Endpoint
 from fishchat.client.http import ApiClient
 from fishchat.stack.base import repo_root
 from fishchat.stack.images import project_version
+from fishchat.stack.prometheus import remove_scrape_target, write_scrape_groups
 from fishchat.stack.tools import HELM
 from fishchat_operator.constants import API_VERSION, KIND, LABEL_COMPONENT, LABEL_INSTANCE
 from fishchat_operator.kube import KubeClient
@@ -43,6 +45,7 @@ CLUSTER_NAME = "chat"
 GATEWAY_NODE_PORT = 30100
 ACCESS_NODE_PORT = 30110
 API_NODE_PORT = 30120
+METRICS_PORT = 9100
 READY_WITHIN_S = 420.0
 #: Steady traffic while an access Pod goes or every role rolls: pairs of users, messages/s in all.
 PAIRS = 8
@@ -134,8 +137,25 @@ class Installation:
         )  # fmt: skip
         self.installed = True
         await wait_cluster_ready(self.kube, self.namespace, READY_WITHIN_S)
+        if replicas:
+            await self.wait_node_ports()
         self.ready_s = time.monotonic() - began
         self.notes.append(f"helm install -> every Pod Ready: {self.ready_s:.0f}s")
+
+    async def wait_node_ports(self) -> None:
+        """Until the gateway, access and the HTTP API accept connections at their node ports (kube-proxy
+        follows the endpoints a moment after the Pods are Ready)."""
+
+        async def accepting(port: int) -> bool:
+            try:
+                _, writer = await asyncio.open_connection(self.cluster.node_address, port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        for port in (GATEWAY_NODE_PORT, ACCESS_NODE_PORT, API_NODE_PORT):
+            await wait_for(functools.partial(accepting, port), f"node port {port} to accept", 60.0)
 
     async def uninstall(self) -> None:
         await helm("uninstall", self.release, "--namespace", self.namespace, "--wait", "--timeout", "5m")
@@ -397,6 +417,101 @@ async def test_rolling_upgrade_under_traffic_loses_nothing(chat: Installation) -
     chat.notes.append(report)
     print(report)
     traffic.verify(report)
+
+
+@contextlib.asynccontextmanager
+async def access_pods_scraped(chat: Installation) -> AsyncIterator[None]:
+    """The stack's Prometheus scrapes the cluster's running access Pods, labelled with their namespace
+    and pod name, as a ServiceMonitor or pod discovery would have it scrape them in a cluster (the
+    stack's Prometheus discovers targets from files; this keeps the file up to date)."""
+    job = f"e2e-access-{chat.run}"
+    selector = f"{LABEL_INSTANCE}={CLUSTER_NAME},{LABEL_COMPONENT}=access"
+
+    async def follow() -> None:
+        while True:
+            groups = [
+                {
+                    "targets": [f"{pod['status']['podIP']}:{METRICS_PORT}"],
+                    "labels": {"job": job, "namespace": chat.namespace, "pod": pod["metadata"]["name"]},
+                }
+                for pod in await chat.kube.list_objects("v1", "Pod", chat.namespace, selector)
+                if (pod.get("status") or {}).get("podIP") and not pod["metadata"].get("deletionTimestamp")
+            ]
+            write_scrape_groups(job, groups)
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(follow())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        remove_scrape_target(job)
+
+
+async def access_replicas(chat: Installation) -> int:
+    deployment = await chat.kube.get("apps/v1", "Deployment", chat.namespace, f"{CLUSTER_NAME}-access")
+    return int((deployment or {}).get("spec", {}).get("replicas", -1))
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, within: float) -> float:
+    """Seconds until `check` holds; fails after `within`."""
+    began = time.monotonic()
+    while not await check():
+        assert time.monotonic() - began < within, f"not within {within:.0f}s: {what}"
+        await asyncio.sleep(1.0)
+    return time.monotonic() - began
+
+
+async def test_access_autoscales_on_connections_with_pods(chat: Installation) -> None:
+    """Connections rise: the operator, reading Prometheus, adds an access Pod within 30 s; they fall:
+    after the window it removes the emptiest Pod, whose clients move without a message lost."""
+    prometheus = chat.cluster.prometheus_url
+    assert prometheus, "the cluster names no Prometheus that Pods reach"
+    assert await access_replicas(chat) == 2
+    autoscaling = {
+        "enabled": True,
+        "minReplicas": 2,
+        "maxReplicas": 3,
+        "targetConnectionsPerPod": 6,
+        "scaleDownWindowSeconds": 10,
+        "prometheus": {"url": prometheus},
+    }
+    async with access_pods_scraped(chat), steady_traffic(chat) as traffic:
+        # 16 connections at 6 per pod need 3 pods.
+        await chat.kube.merge_patch(
+            API_VERSION, KIND, chat.namespace, CLUSTER_NAME, {"spec": {"autoscaling": autoscaling}}
+        )
+        up_s = await wait_for(lambda: _equals(access_replicas(chat), 3), "access to scale up to 3", 30.0)
+        await wait_cluster_ready(chat.kube, chat.namespace, READY_WITHIN_S)
+        # Half the users leave: 8 connections need 2 pods; the emptiest goes after the window.
+        leaving = [s.client for s in traffic.senders[: PAIRS // 2]] + [
+            s.client for s in traffic.senders[PAIRS : PAIRS + PAIRS // 2]
+        ]
+        staying = [s for s in traffic.senders if s.client not in leaving]
+        await traffic.retire([s for s in traffic.senders if s.client in leaving])
+        down_s = await wait_for(lambda: _equals(access_replicas(chat), 2), "access to scale down to 2", 120.0)
+        await wait_cluster_ready(chat.kube, chat.namespace, READY_WITHIN_S)
+        await asyncio.sleep(5.0)
+        await traffic.stop_and_settle()
+    status = await cluster_status(chat.kube, chat.namespace)
+    assert status["autoscaling"]["desiredReplicas"] == 2, status.get("autoscaling")
+    report = traffic.report(
+        f"access autoscaling with Pods (up to 3 in {up_s:.0f}s, down to 2 {down_s:.0f}s after the "
+        f"connections fell)"
+    )
+    chat.notes.append(report)
+    print(report)
+    assert len(staying) == PAIRS
+    traffic.verify(report)
+    await chat.kube.merge_patch(
+        API_VERSION, KIND, chat.namespace, CLUSTER_NAME, {"spec": {"autoscaling": {"enabled": False}}}
+    )
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
 
 
 async def test_uninstall_with_retain_keeps_topics_and_table(chat: Installation) -> None:

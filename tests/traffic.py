@@ -165,8 +165,9 @@ class SteadyTraffic:
         self.ledger = ledger
         self.rate = rate
         self.senders = [Sender(c, clients[(n + half) % len(clients)].uid) for n, c in enumerate(clients)]
-        self._stop = asyncio.Event()
+        self._stops = [asyncio.Event() for _ in self.senders]
         self._tasks: list[asyncio.Task[None]] = []
+        self._retired: set[int] = set()
         self.began = 0.0
         self.load_s = 0.0
         self.quiet_s = 0.0
@@ -174,11 +175,27 @@ class SteadyTraffic:
     def start(self) -> None:
         interval = len(self.senders) / self.rate
         self.began = time.monotonic()
-        self._tasks = [asyncio.create_task(run_sender(s, interval, self._stop)) for s in self.senders]
+        self._tasks = [
+            asyncio.create_task(run_sender(s, interval, stop))
+            for s, stop in zip(self.senders, self._stops, strict=True)
+        ]
+
+    async def retire(self, senders: list[Sender], quiet_s: float = 45.0) -> None:
+        """Those users stop sending, receive what was acked for them, and go offline (whole pairs:
+        a retired user's partner must retire with it). They count in `verify` like the others."""
+        indexes = [self.senders.index(s) for s in senders]
+        for index in indexes:
+            self._stops[index].set()
+        async with asyncio.timeout(70):
+            await asyncio.gather(*(self._tasks[i] for i in indexes))
+        await self._settle(senders, quiet_s)
+        self._retired.update(indexes)
+        await asyncio.gather(*(s.client.close() for s in senders), return_exceptions=True)
 
     async def stop_and_settle(self, quiet_s: float = 45.0) -> None:
         """Stop sending, wait for every acked message to arrive (at most `quiet_s`), sync every device."""
-        self._stop.set()
+        for stop in self._stops:
+            stop.set()
         try:
             async with asyncio.timeout(70):
                 await asyncio.gather(*self._tasks)
@@ -186,19 +203,23 @@ class SteadyTraffic:
             await self.cancel()
         load_ended = time.monotonic()
         self.load_s = load_ended - self.began
+        await self._settle([s for i, s in enumerate(self.senders) if i not in self._retired], quiet_s)
+        self.quiet_s = time.monotonic() - load_ended
+
+    async def _settle(self, senders: list[Sender], quiet_s: float) -> None:
         # Deliveries trail the last ack (a replay after a restart, a version gap held back by sync's
         # grace); then every device syncs once more.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(quiet_s):
-                while not complete(self.ledger, self.senders):
+                while not complete(self.ledger, senders):
                     self.ledger.changed.clear()
                     await self.ledger.changed.wait()
         await asyncio.sleep(1.0)
-        await asyncio.gather(*(client.sync() for client in self.clients))
-        self.quiet_s = time.monotonic() - load_ended
+        await asyncio.gather(*(s.client.sync() for s in senders))
 
     async def cancel(self) -> None:
-        self._stop.set()
+        for stop in self._stops:
+            stop.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from fishchat.stack.base import (
     HOST,
@@ -32,10 +33,15 @@ def targets_dir() -> Path:
 
 def add_scrape_target(job: str, addresses: list[str], labels: dict[str, str] | None = None) -> Path:
     """Make Prometheus scrape `addresses` (host:port, path /metrics) under job label `job`."""
+    return write_scrape_groups(job, [{"targets": addresses, "labels": {"job": job, **(labels or {})}}])
+
+
+def write_scrape_groups(job: str, groups: list[dict[str, Any]]) -> Path:
+    """Replace the file of `job` with these target groups (file_sd format: targets and labels each)."""
     path = targets_dir() / f"{job}.json"
     tmp = path.with_suffix(".tmp")
     # Written aside and renamed so Prometheus never reads a half-written file.
-    tmp.write_text(json.dumps([{"targets": addresses, "labels": {"job": job, **(labels or {})}}]))
+    tmp.write_text(json.dumps(groups))
     tmp.replace(path)
     return path
 
