@@ -18,9 +18,10 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fishchat.client import ChatClient, ChatMessage
+from fishchat.client import Backoff, ChatClient, ChatMessage
 from fishchat.cluster import Cluster, Namespace
-from tests.integration.harness import Inbox
+from tests.integration.harness import Inbox, register
+from tests.traffic import Ledger, SteadyTraffic
 
 #: Cheap password hashing, a frame limit below the 16-bit maximum (so an oversized frame can be sent
 #: at all), fewer partitions, and short drains so stopping a test cluster takes seconds.
@@ -82,6 +83,28 @@ def cluster_client(
     options.setdefault("request_timeout", 10.0)
     endpoint = cluster.access_endpoints[access] if access is not None else None
     return ChatClient(uid, token, gateway=cluster.gateway, access=endpoint, **options)
+
+
+async def chaos_traffic(cluster: Cluster, pairs: int, rate: float) -> SteadyTraffic:
+    """Steady counted traffic for a chaos test: `pairs` pairs of fresh users, user i on access server 0
+    and its partner i + pairs on access server 1, each client retrying through the gateway for ever
+    with one attempt per send (the test's senders retry themselves, with the same msgID)."""
+    accounts = await asyncio.gather(*(register(cluster.api_url) for _ in range(2 * pairs)))
+    ledger = Ledger()
+    clients = [
+        cluster_client(
+            cluster,
+            uid,
+            token,
+            access=0 if n < pairs else 1,
+            on_message=ledger.handler_for(uid),
+            request_timeout=5.0,
+            send_attempts=1,
+            backoff=Backoff(base=0.2, cap=2.0, max_attempts=None),
+        )
+        for n, (uid, token) in enumerate(accounts)
+    ]
+    return SteadyTraffic(clients, ledger, rate)
 
 
 async def synced(client: ChatClient, inbox: Inbox, count: int, timeout_s: float = 20.0) -> list[ChatMessage]:

@@ -26,13 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from fishchat.client import Backoff
 from fishchat.cluster import Cluster
 from fishchat.stack.base import pid_alive, stack_dir
 from fishchat.stack.components import load
-from tests.integration.cluster_fixtures import cluster_client, running_cluster
-from tests.integration.harness import register
-from tests.traffic import Ledger, SteadyTraffic
+from tests.integration.cluster_fixtures import chaos_traffic, running_cluster
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -92,22 +89,8 @@ def problems_in_logs(cluster: Cluster) -> str:
 
 
 async def test_kill_each_backend_under_load(cluster: Cluster) -> None:
-    accounts = await asyncio.gather(*(register(cluster.api_url) for _ in range(2 * PAIRS)))
-    ledger = Ledger()
-    clients = [
-        cluster_client(
-            cluster,
-            uid,
-            token,
-            access=0 if n < PAIRS else 1,
-            on_message=ledger.handler_for(uid),
-            request_timeout=5.0,
-            send_attempts=1,
-            backoff=Backoff(base=0.2, cap=2.0, max_attempts=None),
-        )
-        for n, (uid, token) in enumerate(accounts)
-    ]
-    traffic = SteadyTraffic(clients, ledger, RATE)
+    traffic = await chaos_traffic(cluster, PAIRS, RATE)
+    clients = traffic.clients
     timeline: list[str] = []
     began = time.monotonic()
     try:

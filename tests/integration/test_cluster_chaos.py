@@ -23,13 +23,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fishchat.client import (
-    Backoff,
-)
 from fishchat.cluster import Cluster
-from tests.integration.cluster_fixtures import cluster_client, running_cluster
-from tests.integration.harness import register
-from tests.traffic import Ledger, SteadyTraffic
+from tests.integration.cluster_fixtures import chaos_traffic, running_cluster
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,23 +52,8 @@ def cluster(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_kill_each_role_under_load(cluster: Cluster) -> None:
-    accounts = await asyncio.gather(*(register(cluster.api_url) for _ in range(2 * PAIRS)))
-    ledger = Ledger()
-    # User i logs in on access 0, its partner i + PAIRS on access 1; both send to each other.
-    clients = [
-        cluster_client(
-            cluster,
-            uid,
-            token,
-            access=0 if n < PAIRS else 1,
-            on_message=ledger.handler_for(uid),
-            request_timeout=5.0,
-            send_attempts=1,
-            backoff=Backoff(base=0.2, cap=2.0, max_attempts=None),
-        )
-        for n, (uid, token) in enumerate(accounts)
-    ]
-    traffic = SteadyTraffic(clients, ledger, RATE)
+    traffic = await chaos_traffic(cluster, PAIRS, RATE)
+    clients = traffic.clients
     timeline: list[str] = []
     began = time.monotonic()
     try:
