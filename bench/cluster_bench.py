@@ -617,7 +617,9 @@ async def run(args: argparse.Namespace) -> ServerResult:
             (workroot / "embedded").mkdir(parents=True, exist_ok=True)
             # The embedded profile goes much further: let its rate keep doubling until it fails.
             roomy = dataclasses.replace(settings, max_stages=settings.max_stages + 8)
-            baseline = await bench_server("embedded", roomy, workroot / "embedded", log)
+            # Rate limits off as in the cluster (CLUSTER_SETTINGS): they would refuse the load's sends.
+            no_limits = {"FISHCHAT_CHAT_LIMITS_ENABLED": "false"}
+            baseline = await bench_server("embedded", roomy, workroot / "embedded", log, server_env=no_limits)
     lines = report(result, settings, rpcs, profile, baseline)
     print("\n".join(lines), flush=True)
     if args.json:
