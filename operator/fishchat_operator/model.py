@@ -12,7 +12,7 @@ the operator behaves the same on a body that went through defaulting and on a ha
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from fishchat_operator.constants import (
@@ -29,6 +29,7 @@ _DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
 QUANTITY_PATTERN = rf"^(\+|-)?{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_DECIMAL}))?$"
 HOST_PORT_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$"
 HOST_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
+ORIGIN_PATTERN = r"^(\*|https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?)$"
 WS_URL_PATTERN = r"^wss?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[-A-Za-z0-9._~/]*)?$"
 # A label value (app.kubernetes.io/version carries it) that is also a valid image tag.
 VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -163,6 +164,14 @@ class AccessSpec(ExposedRoleSpec):
         None,
         max_length=512,
         pattern=WS_URL_PATTERN,
+    )
+    ws_origins: tuple[str, ...] = spec_field(
+        "Origins of the web pages that may open a WebSocket (`https://chat.example.com`, "
+        "`http://host:port`), or `*` for any page; empty: pages from the WebSocket's own host name.",
+        (),
+        max_items=64,
+        item_pattern=ORIGIN_PATTERN,
+        item_max_length=270,
     )
 
 
@@ -439,6 +448,48 @@ class AutoscalingSpec(Described):
 
 
 @dataclass(frozen=True)
+class RateSpec(Described):
+    """One token bucket: `burst` requests at once, refilled at `perMinute` (whole numbers: a CRD
+    carries no floats)."""
+
+    per_minute: int = spec_field("Requests the bucket refills per minute.", minimum=1, maximum=6_000_000)
+    burst: int = spec_field(
+        "Requests the bucket holds: how many may come at once.", minimum=1, maximum=1_000_000
+    )
+
+
+@dataclass(frozen=True)
+class LimitsSpec(Described):
+    """Per-connection, per-user and per-address rate limits (docs/chat.md, Rate limits); a bucket left
+    unset keeps FishChat's default."""
+
+    enabled: bool = spec_field(
+        "Whether requests over a limit are refused (error 10007, HTTP 429 with Retry-After).", True
+    )
+    connection_send: RateSpec | None = spec_field(
+        "Messages and receipts of one connection (default 1800/min, burst 100).", None
+    )
+    user_send: RateSpec | None = spec_field(
+        "Messages and receipts of one user, all devices together (default 3000/min, burst 200).", None
+    )
+    connection_login: RateSpec | None = spec_field(
+        "Logins on one connection (default 60/min, burst 5).", None
+    )
+    user_login: RateSpec | None = spec_field("Logins of one user (default 120/min, burst 20).", None)
+    user_auth: RateSpec | None = spec_field(
+        "Password checks of one account (default 12/min, burst 10).", None
+    )
+    address_auth: RateSpec | None = spec_field(
+        "Password checks from one client address, any account (default 600/min, burst 200).", None
+    )
+
+    def buckets(self) -> dict[str, RateSpec]:
+        """The buckets the spec sets, by their name in the services' `[chat.limits]`."""
+        buckets = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "enabled"}
+        return {name: rate for name, rate in buckets.items() if rate is not None}
+
+
+@dataclass(frozen=True)
 class TlsSpec(Described):
     """TLS from a Secret (type kubernetes.io/tls): `tls.crt` and `tls.key`, and `ca.crt` for gRPC."""
 
@@ -493,6 +544,9 @@ class ClusterSpec(Described):
     table: TableSpec = spec_field("HBase table the operator creates.", default_factory=TableSpec)
     autoscaling: AutoscalingSpec = spec_field(
         "Access autoscaling on live connection counts.", default_factory=AutoscalingSpec
+    )
+    limits: LimitsSpec = spec_field(
+        "Rate limits on sends, logins and password checks.", default_factory=LimitsSpec
     )
     tls: TlsSpec | None = spec_field("Optional TLS for client listeners and internal gRPC.", None)
     reclaim_policy: ReclaimPolicy = spec_field(

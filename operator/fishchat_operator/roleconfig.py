@@ -39,6 +39,9 @@ HBASE_ROLES: Final = frozenset({Role.MSG_JOB, Role.MANAGER})
 # msg-job completes the idempotency keys of the sends it stored.
 REDIS_ROLES: Final = frozenset({Role.REGISTER, Role.NOTIFY, Role.LOGIC, Role.MSG_JOB})
 MYSQL_ROLES: Final = frozenset({Role.REGISTER})
+# Where the rate limits are checked: access (per connection), logic (sends and logins per user),
+# register (password checks).
+LIMIT_ROLES: Final = frozenset({Role.ACCESS, Role.LOGIC, Role.REGISTER})
 
 # Which container ports each role listens on, by port name; the metrics port is everyone's.
 GRPC_PORT: Final[dict[Role, Port]] = {
@@ -130,6 +133,13 @@ def role_config(cluster: Cluster, role: Role) -> dict[str, Any]:
             config["access"]["public_address"] = spec.roles.access.public_address
         if spec.roles.access.public_ws_url:
             config["access"]["ws_public_url"] = spec.roles.access.public_ws_url
+        if spec.roles.access.ws_origins:
+            config["access"]["ws_origins"] = list(spec.roles.access.ws_origins)
+    if role in LIMIT_ROLES:
+        limits: dict[str, Any] = {"enabled": spec.limits.enabled}
+        for name, rate in spec.limits.buckets().items():
+            limits[name] = {"per_s": rate.per_minute / 60, "burst": rate.burst}
+        config["chat"] = {"limits": limits}
     if spec.tls is not None:
         tls: dict[str, Any] = {
             "cert_file": f"{TLS_MOUNT_PATH}/tls.crt",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from typing import Any
 import kopf
 import pytest
 
+from fishchat.domain.ratelimit import Rate, RateLimitSettings
 from fishchat_operator import tomlfmt, yamlio
 from fishchat_operator.config import OperatorConfig
 from fishchat_operator.constants import ROLES, ReclaimPolicy, Role
 from fishchat_operator.crd import crd
 from fishchat_operator.kube import ResourceType, kubeconfig_login, resource_type
-from fishchat_operator.model import parse_cluster, parse_spec
+from fishchat_operator.model import LimitsSpec, parse_cluster, parse_spec
 from fishchat_operator.observations import TopicState
 from fishchat_operator.roleconfig import render_role_config, role_config
 from fishchat_operator.schema import SpecError
@@ -233,8 +235,14 @@ def test_every_role_finds_etcd_and_only_its_backends() -> None:
     etcd_layout = {"etcd", "registry", "versions", "snowflake"}
     # The full example turns TLS on: every role gets the same [tls] (certificates of the mounted Secret).
     assert all(role_config(cluster, role)["tls"]["grpc"] for role in ROLES)
+    # [chat] (the rate limits) goes to the roles that check them: access, logic and register.
+    assert {role for role in ROLES if "chat" in role_config(cluster, role)} == {
+        Role.ACCESS,
+        Role.LOGIC,
+        Role.REGISTER,
+    }
     sections = {
-        role: set(role_config(cluster, role)) - {"role", "cluster", "namespace", "server", "tls"}
+        role: set(role_config(cluster, role)) - {"role", "cluster", "namespace", "server", "tls", "chat"}
         for role in ROLES
     }
     assert all(etcd_layout <= s for s in sections.values())
@@ -384,3 +392,14 @@ def test_kubeconfig_login_resolves_relative_files(tmp_path: Path) -> None:
     (tmp_path / "broken").write_text("current-context: missing\n")
     with pytest.raises(kopf.LoginError, match="no context named 'missing'"):
         kubeconfig_login(str(tmp_path / "broken"))
+
+
+def test_limit_descriptions_name_the_services_defaults() -> None:
+    """A bucket left out of spec.limits keeps the services' default; its description says which."""
+    defaults = RateLimitSettings()
+    for spec_field in dataclasses.fields(LimitsSpec):
+        if spec_field.name == "enabled":
+            continue
+        rate: Rate = getattr(defaults, spec_field.name)
+        described = f"default {round(rate.per_s * 60)}/min, burst {rate.burst}"
+        assert described in spec_field.metadata["description"], spec_field.name

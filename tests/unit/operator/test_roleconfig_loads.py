@@ -11,12 +11,13 @@ prefixes that keep clusters sharing etcd or Redis apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fishchat.domain.ratelimit import Rate, RateLimitSettings
 from fishchat.production.etcd.client import parse_endpoints
 from fishchat.serve.config import ServeConfig, load_serve_config
 from fishchat_operator import yamlio
@@ -53,6 +54,9 @@ class Expected:
     mysql: tuple[str, int, str, str, str]  # host, port, database, user, password
     #: The access pod's connection drain and gRPC stop: grace - preStop - 5 s in all.
     access_drain: tuple[float, float]
+    #: `[chat.limits]` of access, logic and register, and the WebSocket origins of access.
+    limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    ws_origins: tuple[str, ...] = ()
 
 
 EXPECTED: dict[str, Expected] = {
@@ -83,6 +87,16 @@ EXPECTED: dict[str, Expected] = {
         hbase=("hbase-thrift.storage.svc", 9095, "chat:im"),
         mysql=("mariadb.storage.svc", 3307, "fishchat_prod", "prod_app", "prod-pa55"),
         access_drain=(120 - 10 - 5 - 5, 5),
+        limits=RateLimitSettings(
+            enabled=False,
+            connection_send=Rate(10.0, 50),
+            user_send=Rate(20.0, 100),
+            connection_login=Rate(0.5, 3),
+            user_login=Rate(1.0, 10),
+            user_auth=Rate(0.1, 5),
+            address_auth=Rate(5.0, 100),
+        ),
+        ws_origins=("https://chat.example.com", "http://localhost:8080"),
     ),
 }
 EXPECTED["partition-shrink"] = EXPECTED["minimal"]
@@ -186,6 +200,9 @@ def test_rendered_config_loads_in_the_services(case: str, role: Role, tmp_path: 
     if role is Role.ACCESS:
         drain = (config.access.drain_timeout_s, config.server.drain_timeout_seconds)
         assert drain == expected.access_drain
+        assert config.access.ws_origins == expected.ws_origins
+    if role in (Role.ACCESS, Role.LOGIC, Role.REGISTER):
+        assert config.chat.limits == expected.limits
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
