@@ -145,7 +145,7 @@ class Autoscaler:
         replicas = cluster.spec.roles.access.replicas
         settled = len(live) == len(pods) and _settled(deployment, replicas)
 
-        measurement, metric = await self._measure(cluster, ready)
+        measurement, metric = await self._measure(cluster, ready, [p["metadata"]["name"] for p in live])
         memory = self._memory.get(cluster.uid, Memory())
         decision = decide(
             cluster.spec.autoscaling,
@@ -184,7 +184,7 @@ class Autoscaler:
         )
 
     async def _measure(
-        self, cluster: Cluster, ready: list[str]
+        self, cluster: Cluster, ready: list[str], live: list[str]
     ) -> tuple[Measurement | None, tuple[str, str, str]]:
         """The measurement (or None) and the ScalingActive (status, reason, message) it supports."""
         prometheus = cluster.spec.autoscaling.prometheus
@@ -201,7 +201,7 @@ class Autoscaler:
         except QueryError as error:
             metrics.METRIC_ERRORS.labels(error.reason.value).inc()
             return None, (FALSE, error.reason.value, error.message)
-        measurement = measurement_from(samples, prometheus.pod_label, ready)
+        measurement = measurement_from(samples, prometheus.pod_label, ready, live)
         if measurement is None:
             if not ready:
                 return None, (

@@ -199,22 +199,29 @@ def render_query(template: str, cluster: Cluster) -> str:
 
 
 def measurement_from(
-    samples: Iterable[tuple[Mapping[str, str], float]], pod_label: str, ready_pods: Iterable[str]
+    samples: Iterable[tuple[Mapping[str, str], float]],
+    pod_label: str,
+    ready_pods: Iterable[str],
+    live_pods: Iterable[str],
 ) -> Measurement | None:
     """A Measurement from the query's samples (labels, value); None when there is none to use.
 
-    Values that are not finite or negative are dropped (a broken exporter, not a count). When the
-    samples carry `pod_label`, ready pods without one are reported as unmeasured.
+    Values that are not finite or negative are dropped (a broken exporter, not a count), and so are
+    the series of pods that are not `live` (being deleted, or gone): a draining pod's last scraped
+    count would add the clients it already sent to the other pods a second time, and scale access
+    back up right after a scale-down. When the samples carry `pod_label`, ready pods without one are
+    reported as unmeasured.
     """
+    live = set(live_pods)
     total = 0.0
     per_pod: dict[str, int] = {}
     usable = 0
     for labels, value in samples:
-        if not math.isfinite(value) or value < 0:
+        pod = labels.get(pod_label)
+        if not math.isfinite(value) or value < 0 or (pod and pod not in live):
             continue
         usable += 1
         total += value
-        pod = labels.get(pod_label)
         if pod:
             per_pod[pod] = per_pod.get(pod, 0) + round(value)
     if usable == 0:

@@ -277,7 +277,8 @@ async def test_scale_down_under_steady_traffic_loses_nothing(
             assert [s.errors for s in traffic.senders if s.errors] == [], report
             assert process.exit_code == 0
             assert all(c.stats.reconnects >= 1 for c in moved)
-            assert await access_replicas(kube, ns) == (1, 1)
+            scalings = await events(kube, ns, "ScaledDown") + await events(kube, ns, "ScaledUp")
+            assert await access_replicas(kube, ns) == (1, 1), scalings
         finally:
             await asyncio.gather(*(c.close() for c in opened), return_exceptions=True)
         assert not pods.errors

@@ -186,12 +186,22 @@ def test_need_is_ceil_of_connections_over_target_within_bounds() -> None:
 
 def test_measurement_from_samples() -> None:
     samples = [({"pod": "a"}, 10.0), ({"pod": "b"}, 0.0), ({"pod": "c"}, float("nan")), ({"pod": "d"}, -1.0)]
-    got = measurement_from(samples, "pod", ready_pods=["a", "b", "e"])
+    got = measurement_from(samples, "pod", ready_pods=["a", "b", "e"], live_pods=["a", "b", "c", "d", "e"])
     assert got == Measurement(total=10, per_pod={"a": 10, "b": 0}, unmeasured=("e",))
     # A query without the pod label still gives the total, but no per-pod view to check or rank.
-    assert measurement_from([({}, 42.0)], "pod", ["a"]) == Measurement(total=42)
-    assert measurement_from([], "pod", ["a"]) is None
-    assert measurement_from([({"pod": "a"}, float("inf"))], "pod", ["a"]) is None
+    assert measurement_from([({}, 42.0)], "pod", ["a"], ["a"]) == Measurement(total=42)
+    assert measurement_from([], "pod", ["a"], ["a"]) is None
+    assert measurement_from([({"pod": "a"}, float("inf"))], "pod", ["a"], ["a"]) is None
+
+
+def test_a_draining_pods_count_is_not_added_to_the_clients_it_moved() -> None:
+    # `b` is being deleted: its 4 clients moved to `a` (now 9), but its last scraped count is still 4.
+    samples = [({"pod": "a"}, 9.0), ({"pod": "b"}, 4.0), ({"pod": "gone"}, 3.0)]
+    assert measurement_from(samples, "pod", ready_pods=["a"], live_pods=["a"]) == Measurement(
+        total=9, per_pod={"a": 9}
+    )
+    # Only series of pods that are no longer live: nothing to use, so the replicas stay.
+    assert measurement_from([({"pod": "b"}, 4.0)], "pod", ["a"], ["a"]) is None
 
 
 def test_deletion_costs_are_connection_counts_within_int32() -> None:
