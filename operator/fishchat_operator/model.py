@@ -133,6 +133,16 @@ class AccessSpec(ExposedRoleSpec):
             "or the pod is killed before it can drain its connections",
             field_path=".terminationGracePeriodSeconds",
         ),
+        CelRule(
+            "!has(self.wsNodePort) || self.serviceType == 'NodePort' || self.serviceType == 'LoadBalancer'",
+            "wsNodePort needs serviceType NodePort or LoadBalancer",
+            field_path=".wsNodePort",
+        ),
+        CelRule(
+            "!has(self.wsNodePort) || !has(self.nodePort) || self.wsNodePort != self.nodePort",
+            "wsNodePort must differ from nodePort",
+            field_path=".wsNodePort",
+        ),
     )
 
     termination_grace_period_seconds: int = spec_field(
@@ -164,6 +174,13 @@ class AccessSpec(ExposedRoleSpec):
         None,
         max_length=512,
         pattern=WS_URL_PATTERN,
+    )
+    ws_node_port: int | None = spec_field(
+        "Node port of the WebSocket port when serviceType is NodePort or LoadBalancer, so that "
+        "publicWsUrl can name it up front; Kubernetes picks one when unset.",
+        None,
+        minimum=1,
+        maximum=65535,
     )
     ws_origins: tuple[str, ...] = spec_field(
         "Origins of the web pages that may open a WebSocket (`https://chat.example.com`, "

@@ -214,16 +214,17 @@ def public_service(cluster: Cluster, role: Role) -> Manifest:
     (as ClusterIP) when the role is not exposed too, so a change of serviceType is one apply each way."""
     role_spec = cluster.spec.roles.of(role)
     assert isinstance(role_spec, ExposedRoleSpec), role
+    node_ports: dict[PortName, int | None] = {}
+    if role_spec.service_type is not ServiceType.CLUSTER_IP:
+        node_ports = {PortName.CLIENT: role_spec.node_port, PortName.HTTP: role_spec.node_port}
+        if isinstance(role_spec, AccessSpec):
+            node_ports[PortName.WS] = role_spec.ws_node_port
     ports: list[dict[str, Any]] = []
-    for index, (name, port) in enumerate(public_ports(role)):
+    for name, port in public_ports(role):
         entry: dict[str, Any] = {"name": name.value, "port": port.value, "targetPort": name.value}
         entry["protocol"] = "TCP"
-        if (
-            index == 0
-            and role_spec.node_port is not None
-            and role_spec.service_type is not ServiceType.CLUSTER_IP
-        ):
-            entry["nodePort"] = role_spec.node_port
+        if (node_port := node_ports.get(name)) is not None:
+            entry["nodePort"] = node_port
         ports.append(entry)
     return {
         "apiVersion": "v1",

@@ -304,6 +304,14 @@ async def _has_event(kube: KubeClient, namespace: str, reason: str) -> bool:
         ({"topics": {"p2p": {"partitions": 0}}}, "spec.topics.p2p.partitions"),
         ({"reclaimPolicy": "Forget"}, "Unsupported value"),
         ({"backends": {"kafka": {"bootstrapServers": []}}}, "bootstrapServers"),
+        ({"roles": {"access": {"wsNodePort": 30101}}}, "wsNodePort needs serviceType NodePort"),
+        (
+            {"roles": {"access": {"serviceType": "NodePort", "nodePort": 30100, "wsNodePort": 30100}}},
+            "wsNodePort must differ from nodePort",
+        ),
+        ({"roles": {"access": {"wsOrigins": ["chat.example.com"]}}}, "spec.roles.access.wsOrigins[0]"),
+        ({"limits": {"userSend": {"perMinute": 0, "burst": 10}}}, "spec.limits.userSend.perMinute"),
+        ({"limits": {"userAuth": {"burst": 10}}}, "spec.limits.userAuth.perMinute: Required value"),
     ],
 )
 async def test_invalid_clusters_are_refused_with_a_readable_message(
