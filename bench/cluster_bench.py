@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvloop
 from chat_bench import (
     PASSWORD,
     Account,
@@ -63,6 +62,7 @@ from chat_bench import (
     cpu_seconds,
     next_rate,
     rss_bytes,
+    run_cli,
     summary,
     to_json,
 )
@@ -640,17 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raw[:1] == [PROFILED_FLAG] and len(raw) > 2:
         return serve_profiled(Path(raw[1]), raw[2:])
     args = parse_args(raw)
-    try:
-        uvloop.run(run(args))
-    except BenchError as exc:
-        print(f"cluster_bench: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError:
-        print(f"cluster_bench: the run took longer than --max-seconds {args.max_seconds:g}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_cli("cluster_bench", run(args), args.max_seconds)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import uvloop
 from chat_bench import (
     Account,
-    BenchError,
     close_all,
     percentile,
+    run_cli,
     start_embedded,
 )
 from chat_bench import connect_all as connect_embedded
@@ -336,15 +335,7 @@ async def run(args: argparse.Namespace) -> list[ProfileResult]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        uvloop.run(run(args))
-    except BenchError as exc:
-        print(f"group_bench: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError:
-        print(f"group_bench: the run took longer than --max-seconds {args.max_seconds:g}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("group_bench", run(args), args.max_seconds)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cluster_bench
-import uvloop
-from chat_bench import BenchError, StageResult, Traffic, close_all, rss_bytes
+from chat_bench import BenchError, StageResult, Traffic, close_all, rss_bytes, run_cli
 from figures import Figure, write
 
 from fishchat.stack.base import stack_dir
@@ -187,15 +186,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        uvloop.run(run(args))
-    except BenchError as exc:
-        print(f"soak_bench: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError:
-        print(f"soak_bench: the run took longer than --max-seconds {args.max_seconds:g}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("soak_bench", run(args), args.max_seconds)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ CLUSTER_SETTINGS: dict[str, Any] = {
     "access": {"max_frame_bytes": 60000, "reconnect_spread_ms": 500, "drain_timeout_s": 5.0},
     "kafka": {"partitions": 4},
     "server": {"drain_timeout_seconds": 5.0},
+}
+#: For the chaos tests: a dead msg-job's partitions go to its successor once the group drops it, and a
+#: dead role's registration goes with its lease; keep both short.
+CHAOS_SETTINGS: dict[str, Any] = {
+    "kafka": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+    "etcd": {"lease_ttl_s": 5},
 }
 #: The gRPC service each role serves (health is reported per service name and for "").
 ROLE_SERVICES = {
@@ -105,6 +112,59 @@ async def chaos_traffic(cluster: Cluster, pairs: int, rate: float) -> SteadyTraf
         for n, (uid, token) in enumerate(accounts)
     ]
     return SteadyTraffic(clients, ledger, rate)
+
+
+#: Something a chaos test kills: its name in the report, how to kill it, how to start it again.
+Victim = tuple[str, Callable[[], object], Callable[[], object]]
+
+
+async def kill_in_turn(
+    cluster: Cluster,
+    traffic: SteadyTraffic,
+    victims: Sequence[Victim],
+    *,
+    warmup_s: float,
+    down_s: float,
+    settle_s: float,
+    quiet_s: float,
+) -> list[str]:
+    """Connect the traffic's clients and start it; after `warmup_s`, kill each victim in turn, start
+    it again `down_s` later and give the load `settle_s` before the next; then stop the traffic and
+    wait up to `quiet_s` for its deliveries. Returns the timeline; on a failure it is printed with the
+    roles' last warnings."""
+    clients = traffic.clients
+    timeline: list[str] = []
+    began = time.monotonic()
+    try:
+        await asyncio.gather(*(client.connect() for client in clients))
+        traffic.start()
+        await asyncio.sleep(warmup_s)
+        for name, kill, restart in victims:
+            killed_at = time.monotonic()
+            await asyncio.to_thread(kill)
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(restart)
+            timeline.append(
+                f"{name}: killed at {killed_at - began:.1f}s, back after {time.monotonic() - killed_at:.1f}s"
+            )
+            await asyncio.sleep(settle_s)
+        await traffic.stop_and_settle(quiet_s)
+    except BaseException:
+        print("\n".join(timeline), "\n" + problems_in_logs(cluster))
+        raise
+    finally:
+        await traffic.cancel()
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+    return timeline
+
+
+def problems_in_logs(cluster: Cluster) -> str:
+    """The last warnings and errors of every role process, for a failure's report."""
+    found = []
+    for proc in cluster.processes.values():
+        lines = [line for line in proc.log_tail(400).splitlines() if '"INFO"' not in line][-6:]
+        found.append(f"--- {proc.name}:\n" + "\n".join(line[:600] for line in lines))
+    return "\n".join(found)
 
 
 async def synced(client: ChatClient, inbox: Inbox, count: int, timeout_s: float = 20.0) -> list[ChatMessage]:

@@ -17,7 +17,7 @@ the process must still be the one that file names, running from this stack's dir
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
 import signal
 import time
@@ -29,7 +29,7 @@ import pytest
 from fishchat.cluster import Cluster
 from fishchat.stack.base import pid_alive, stack_dir
 from fishchat.stack.components import load
-from tests.integration.cluster_fixtures import chaos_traffic, running_cluster
+from tests.integration.cluster_fixtures import CHAOS_SETTINGS, chaos_traffic, kill_in_turn, running_cluster
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -48,10 +48,6 @@ VICTIMS = (
     ("mariadb", "mariadbd"),
     ("etcd", "etcd"),
 )
-CHAOS_SETTINGS = {
-    "kafka": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-    "etcd": {"lease_ttl_s": 5},
-}
 
 
 @pytest.fixture(scope="module")
@@ -79,42 +75,15 @@ def kill(component: str, process: str) -> None:
         time.sleep(0.05)
 
 
-def problems_in_logs(cluster: Cluster) -> str:
-    """The last warnings and errors of every role process, for a failure's report."""
-    found = []
-    for proc in cluster.processes.values():
-        lines = [line for line in proc.log_tail(400).splitlines() if '"INFO"' not in line][-6:]
-        found.append(f"--- {proc.name}:\n" + "\n".join(line[:600] for line in lines))
-    return "\n".join(found)
-
-
 async def test_kill_each_backend_under_load(cluster: Cluster) -> None:
     traffic = await chaos_traffic(cluster, PAIRS, RATE)
-    clients = traffic.clients
-    timeline: list[str] = []
-    began = time.monotonic()
-    try:
-        await asyncio.gather(*(client.connect() for client in clients))
-        traffic.start()
-        await asyncio.sleep(WARMUP_S)
-        for component, process in VICTIMS:
-            killed_at = time.monotonic()
-            await asyncio.to_thread(kill, component, process)
-            await asyncio.sleep(DOWN_S)
-            await asyncio.to_thread(load(component).start)
-            timeline.append(
-                f"{component}/{process}: killed at {killed_at - began:.1f}s, answering again after "
-                f"{time.monotonic() - killed_at:.1f}s"
-            )
-            await asyncio.sleep(SETTLE_S)
-        await traffic.stop_and_settle(QUIET_S)
-    except BaseException:
-        print("\n".join(timeline), "\n" + problems_in_logs(cluster))
-        raise
-    finally:
-        await traffic.cancel()
-        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
-
+    victims = [
+        (f"{component}/{process}", functools.partial(kill, component, process), load(component).start)
+        for component, process in VICTIMS
+    ]
+    timeline = await kill_in_turn(
+        cluster, traffic, victims, warmup_s=WARMUP_S, down_s=DOWN_S, settle_s=SETTLE_S, quiet_s=QUIET_S
+    )
     report = traffic.report("backend chaos") + "\n  " + "\n  ".join(timeline)
     print(report)
     traffic.verify(report)

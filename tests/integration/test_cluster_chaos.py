@@ -16,19 +16,15 @@ first result) are printed.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
+import functools
 from collections.abc import Iterator
 
 import pytest
 
 from fishchat.cluster import Cluster
-from tests.integration.cluster_fixtures import chaos_traffic, running_cluster
+from tests.integration.cluster_fixtures import CHAOS_SETTINGS, chaos_traffic, kill_in_turn, running_cluster
 
 pytestmark = pytest.mark.timeout(300)
-
-log = logging.getLogger(__name__)
 
 PAIRS = 10
 RATE = 150.0  # messages per second over all senders
@@ -38,11 +34,6 @@ SETTLE_S = 4.0  # load between one restart and the next kill
 QUIET_S = 45.0  # at most this long for deliveries after the load stops
 #: Killed and restarted in this order (role, index).
 VICTIMS = (("logic", 0), ("msg-job", 0), ("notify", 0), ("manager", 0), ("idgen", 0), ("access", 1))
-#: A dead msg-job's partitions go to its successor once the group drops it: keep that short.
-CHAOS_SETTINGS = {
-    "kafka": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-    "etcd": {"lease_ttl_s": 5},
-}
 
 
 @pytest.fixture(scope="module")
@@ -53,31 +44,20 @@ def cluster(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 async def test_kill_each_role_under_load(cluster: Cluster) -> None:
     traffic = await chaos_traffic(cluster, PAIRS, RATE)
-    clients = traffic.clients
-    timeline: list[str] = []
-    began = time.monotonic()
-    try:
-        await asyncio.gather(*(client.connect() for client in clients))
-        traffic.start()
-        await asyncio.sleep(WARMUP_S)
-        for role, index in VICTIMS:
-            killed_at = time.monotonic()
-            await asyncio.to_thread(cluster.kill, role, index)
-            await asyncio.sleep(DOWN_S)
-            await asyncio.to_thread(cluster.restart, role, index)
-            timeline.append(
-                f"{role}-{index}: killed at {killed_at - began:.1f}s, ready again after "
-                f"{time.monotonic() - killed_at:.1f}s"
-            )
-            await asyncio.sleep(SETTLE_S)
-        await traffic.stop_and_settle(QUIET_S)
-    finally:
-        await traffic.cancel()
-        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
-
+    victims = [
+        (
+            f"{role}-{index}",
+            functools.partial(cluster.kill, role, index),
+            functools.partial(cluster.restart, role, index),
+        )
+        for role, index in VICTIMS
+    ]
+    timeline = await kill_in_turn(
+        cluster, traffic, victims, warmup_s=WARMUP_S, down_s=DOWN_S, settle_s=SETTLE_S, quiet_s=QUIET_S
+    )
     report = traffic.report("chaos") + "\n  " + "\n  ".join(timeline)
     print(report)
     traffic.verify(report)
     # The access server's clients moved and came back; every process is up after all that.
-    assert all(client.stats.reconnects >= 1 for client in clients[PAIRS:]), report
+    assert all(client.stats.reconnects >= 1 for client in traffic.clients[PAIRS:]), report
     assert all(proc.alive() for proc in cluster.processes.values()), cluster.pids
