@@ -363,6 +363,12 @@ class StageResult:
     notifies: int = 0
     #: The server's CPU while sending per thread (event loop "main", SQLite workers...), share of a core.
     server_threads: dict[str, float] = field(default_factory=dict)
+    #: The whole machine while sending (cluster benchmark only): its busy CPU over every core (2.0 is
+    #: two cores flat out) and each backend server's share of a core (Kafka, HBase master, ...).
+    machine_cpu: float | None = None
+    backends: dict[str, float] = field(default_factory=dict)
+    #: Mean milliseconds and count of each hop of a message while sending and draining (cluster only).
+    hops: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def kept_up(self) -> bool:

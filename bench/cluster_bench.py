@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 from chat_bench import (
     PASSWORD,
     Account,
@@ -67,6 +68,7 @@ from chat_bench import (
     to_json,
 )
 from figures import Baseline, Figure, write
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from fishchat.client import ApiClient, Backoff, ChatClient, ChatMessage, ClientError
@@ -137,20 +139,48 @@ def cluster_rss(cluster: Cluster) -> int:
     return total
 
 
-async def cpu_shares(pids: dict[str, int], seconds: float) -> dict[str, float]:
-    """Each process's CPU over the next `seconds`, as a share of one core."""
+#: The stack's servers the cluster runs on (what `start_cluster` brings up).
+BACKENDS = ("redis", "mariadb", "etcd", "kafka", "hbase")
+
+
+def backend_pids() -> dict[str, int]:
+    """The backend server processes, from the stack's pid files: "kafka", "hbase master", ..."""
+    found: dict[str, int] = {}
+    for component in BACKENDS:
+        for pidfile in sorted((stack_dir() / component).glob("*.pid")):
+            with contextlib.suppress(OSError, ValueError):
+                name = component if pidfile.stem.startswith(component) else f"{component} {pidfile.stem}"
+                found[name] = int(pidfile.read_text().strip())
+    return found
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of every core since boot, from /proc/stat (guest time is in user's)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # minus idle and iowait
+
+
+async def cpu_shares(pids: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:
+    """Each process's CPU over the next `seconds` as a share of one core, and the whole machine's
+    busy CPU over every core on the same scale (2.0: two cores flat out)."""
     loop = asyncio.get_running_loop()
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            before[name] = cpu_seconds(pid)
+    busy, total = machine_ticks()
     started = loop.time()
     await asyncio.sleep(seconds)
     wall = loop.time() - started
+    busy_after, total_after = machine_ticks()
     shares: dict[str, float] = {}
     for name, pid in pids.items():
         try:
             shares[name] = (cpu_seconds(pid) - before[name]) / wall
-        except OSError:
+        except (OSError, KeyError):
             shares[name] = float("nan")  # exited meanwhile
-    return shares
+    machine = (busy_after - busy) / max(1, total_after - total) * (os.cpu_count() or 1)
+    return shares, machine
 
 
 # --- users and clients ----------------------------------------------------------------------------
@@ -210,14 +240,25 @@ async def connect_all(
 async def run_stage(
     traffic: Traffic, cluster: Cluster, number: int, rate: float, settings: Settings
 ) -> StageResult:
-    """chat_bench's stage, with the CPU of every role process instead of one server's."""
+    """chat_bench's stage, with the CPU of every role process and backend server instead of one
+    server's, and the mean time of each hop of a message (from the roles' histograms)."""
     pids = cluster.pids
-    sampler = asyncio.create_task(cpu_shares(pids, settings.stage_seconds))
+    backends = backend_pids()
+    before = await histograms(cluster)
+    sampler = asyncio.create_task(cpu_shares({**pids, **backends}, settings.stage_seconds))
     stage = await traffic.run_stage(
         number, rate, settings.stage_seconds, settings.drain_seconds, pids["access-0"]
     )
-    shares = await sampler
-    return dataclasses.replace(stage, server_cpu=sum(shares.values()), server_threads=shares)
+    shares, machine = await sampler
+    roles = {name: shares[name] for name in pids}
+    return dataclasses.replace(
+        stage,
+        server_cpu=sum(roles.values()),
+        server_threads=roles,
+        machine_cpu=machine,
+        backends={name: shares[name] for name in backends},
+        hops=hop_means(before, await histograms(cluster)),
+    )
 
 
 def describe_stage(stage: StageResult) -> str:
@@ -248,6 +289,104 @@ async def rpc_counts(cluster: Cluster) -> dict[str, float]:
                         key = f"{name} {sample.labels.get('method', '?')}"
                         counts[key] = counts.get(key, 0.0) + sample.value
     return counts
+
+
+#: The hops of a message in path order: (role, histogram, its method or kind label, what it times).
+HOPS = (
+    ("access", "fishchat_send_latency_seconds", "p2p", "access: a send from arrival to durable ack"),
+    ("access", "fishchat_rpc_client_seconds", "SendStream", "access -> logic: a batch of sends"),
+    ("logic", "fishchat_rpc_server_seconds", "SendStream", "logic: claim, version and append a batch"),
+    ("logic", "fishchat_rpc_client_seconds", "NextMany", "logic -> idgen: a batch's versions"),
+    ("msg-job", "fishchat_msgjob_batch_seconds", "", "msg-job: fetch, store, notify, commit a batch"),
+    ("msg-job", "fishchat_rpc_client_seconds", "NotifyMany", "msg-job -> notify: a batch's notices"),
+    ("notify", "fishchat_rpc_client_seconds", "SendNotifyMany", "notify -> access: notices to push"),
+    ("access", "fishchat_rpc_client_seconds", "SyncMany", "access -> manager: a batch of syncs"),
+    ("manager", "fishchat_rpc_server_seconds", "SyncMany", "manager: read a batch of syncs from HBase"),
+)
+_HISTOGRAMS = {histogram for _, histogram, _, _ in HOPS}
+
+
+async def histograms(cluster: Cluster) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(sum of seconds, count) of the hop histograms, by (role, histogram, method or kind), the
+    processes of a role added up (from their /metrics)."""
+    found: dict[tuple[str, str, str], tuple[float, float]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for name, url in cluster.metrics_urls.items():
+            role = name.rsplit("-", 1)[0]
+            try:
+                async with http.get(f"{url}/metrics") as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                continue  # a process that stopped answering: its hops are left out
+            for family in text_string_to_metric_families(text):
+                if family.name not in _HISTOGRAMS:
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith(("_sum", "_count")):
+                        key = (role, family.name, sample.labels.get("method", sample.labels.get("kind", "")))
+                        total, count = found.get(key, (0.0, 0.0))
+                        if sample.name.endswith("_sum"):
+                            found[key] = (total + sample.value, count)
+                        else:
+                            found[key] = (total, count + sample.value)
+    return found
+
+
+def hop_means(
+    before: dict[tuple[str, str, str], tuple[float, float]],
+    after: dict[tuple[str, str, str], tuple[float, float]],
+) -> dict[str, tuple[float, int]]:
+    """Mean milliseconds and count of each hop of `HOPS` between two `histograms`."""
+    means: dict[str, tuple[float, int]] = {}
+    for role, histogram, label, what in HOPS:
+        total, count = after.get((role, histogram, label), (0.0, 0.0))
+        total_before, count_before = before.get((role, histogram, label), (0.0, 0.0))
+        if count > count_before:
+            means[what] = (1000 * (total - total_before) / (count - count_before), int(count - count_before))
+    return means
+
+
+def describe_machine(stage: StageResult) -> list[str]:
+    if stage.machine_cpu is None:
+        return []
+    backends = " ".join(
+        f"{name} {share:.0%}" for name, share in sorted(stage.backends.items(), key=lambda kv: -kv[1])
+    )
+    other = stage.machine_cpu - stage.server_cpu - stage.generator_cpu - sum(stage.backends.values())
+    lines = [
+        f"  whole machine at {stage.target_rate:.0f}/s: busy {stage.machine_cpu:.0%} of "
+        f"{os.cpu_count() or 1:d}00% (roles {stage.server_cpu:.0%}, load generator "
+        f"{stage.generator_cpu:.0%}, backends {sum(stage.backends.values()):.0%}: {backends}; "
+        f"everything else {max(0.0, other):.0%})"
+    ]
+    if stage.hops:
+        lines.append(f"  where a message's time goes at {stage.target_rate:.0f}/s (mean per call or batch):")
+        lines.extend(
+            f"    {what:<48} {mean:7.1f} ms  ({count:,})" for what, (mean, count) in stage.hops.items()
+        )
+    return lines
+
+
+async def grpc_round_trip_cpu(calls: int = 2000) -> float:
+    """CPU seconds of one trivial unary gRPC call, client and server together, both on this process's
+    event loop (the standard health Check answered by grpcio's own servicer): the floor a role's
+    RPC pays before doing anything."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest()
+            for _ in range(calls // 10):  # warm up
+                await stub.Check(request)
+            started = time.process_time()
+            for _ in range(calls):
+                await stub.Check(request)
+            return (time.process_time() - started) / calls
+    finally:
+        await server.stop(None)
 
 
 def describe_rpcs(counts: dict[str, float], messages: int) -> list[str]:
@@ -446,6 +585,7 @@ def report(
     rpcs: list[str],
     profile: tuple[str, StageResult, list[str], float] | None,
     baseline: ServerResult | None = None,
+    rpc_floor_s: float | None = None,
 ) -> list[str]:
     lines = summary({"cluster": result}, settings)
     lines[0] = "cluster benchmark: every role its own process on the real servers (figures, not pass/fail)"
@@ -465,6 +605,14 @@ def report(
         lines.append(
             f"  CPU by process at {top.target_rate:.0f}/s (share of one core; 2 cores in all, the load "
             f"generator took {top.generator_cpu:.0%}): {shares}"
+        )
+        lines.extend(describe_machine(top))
+    if best is not None and rpc_floor_s is not None:
+        per_message = best.server_cpu / best.delivered_rate
+        lines.append(
+            f"  role CPU per message at {best.delivered_rate:,.0f} msg/s: {per_message * 1000:.2f} ms, "
+            f"{per_message / rpc_floor_s:.1f} times one trivial gRPC call (client and server: "
+            f"{rpc_floor_s * 1e6:.0f} us of CPU here, measured in this run)"
         )
     if baseline is not None and baseline.sustained is not None:
         base = baseline.sustained
@@ -490,7 +638,12 @@ def report(
 
 
 def cluster_figures(
-    result: ServerResult, settings: Settings, access: int, baseline: ServerResult | None, hottest_role: str
+    result: ServerResult,
+    settings: Settings,
+    access: int,
+    baseline: ServerResult | None,
+    hottest_role: str,
+    rpc_floor_s: float | None = None,
 ) -> list[Figure]:
     """The pipeline's figures, each against the one-process embedded profile under the same load."""
     best = result.sustained
@@ -538,6 +691,23 @@ def cluster_figures(
                 target=f"< {TARGET_P99_MS:.0f} ms",
                 met=first.p99_ms < TARGET_P99_MS,
                 detail=f"p50 {first.p50_ms:.0f} ms",
+            )
+        )
+    if best is not None and rpc_floor_s is not None:
+        machine = f"{best.machine_cpu:.0%}" if best.machine_cpu is not None else "?"
+        out.append(
+            Figure(
+                key="cluster.cpu_per_message",
+                what=f"production pipeline: CPU of every role process per message, at "
+                f"{best.delivered_rate:,.0f} msg/s",
+                value=best.server_cpu / best.delivered_rate * 1000,
+                unit="ms",
+                baseline=Baseline(
+                    "one trivial unary gRPC call, client and server, same run", rpc_floor_s * 1000, "ms"
+                ),
+                detail=f"roles {best.server_cpu:.0%} of a core; whole machine busy {machine} of "
+                f"{os.cpu_count() or 1:d}00% (backends {sum(best.backends.values()):.0%}, load generator "
+                f"{best.generator_cpu:.0%})",
             )
         )
     return out
@@ -598,6 +768,8 @@ async def run(args: argparse.Namespace) -> ServerResult:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     workroot = stack_dir() / "bench" / time.strftime("cluster-%Y%m%d-%H%M%S")
     async with asyncio.timeout(args.max_seconds):
+        rpc_floor_s = await grpc_round_trip_cpu()
+        log(f"baseline: one trivial gRPC call costs {rpc_floor_s * 1e6:.0f} us of CPU (client and server)")
         result, rpcs = await measure(settings, workroot / "load", args.access)
         profile: tuple[str, StageResult, list[str], float] | None = None
         found = None if args.no_profile else hottest(result.stages)
@@ -620,14 +792,14 @@ async def run(args: argparse.Namespace) -> ServerResult:
             # Rate limits off as in the cluster (CLUSTER_SETTINGS): they would refuse the load's sends.
             no_limits = {"FISHCHAT_CHAT_LIMITS_ENABLED": "false"}
             baseline = await bench_server("embedded", roomy, workroot / "embedded", log, server_env=no_limits)
-    lines = report(result, settings, rpcs, profile, baseline)
+    lines = report(result, settings, rpcs, profile, baseline, rpc_floor_s)
     print("\n".join(lines), flush=True)
     if args.json:
         served = {"cluster": result, **({"embedded": baseline} if baseline is not None else {})}
         hottest_role = profile[0] if profile is not None else ""
         write(
             args.json,
-            cluster_figures(result, settings, args.access, baseline, hottest_role),
+            cluster_figures(result, settings, args.access, baseline, hottest_role, rpc_floor_s),
             to_json(served, settings),
         )
     if not args.keep_logs:
