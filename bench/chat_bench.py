@@ -15,9 +15,11 @@ the acks do. Every message carries its stage, its sequence number within its sen
 its send time, so receivers check gaps, duplicates and order, and the latency is measured from the
 sender's send to the receiver's delivery (by sync for FishChat, by push for the relay) on one clock.
 The target rate starts at `--start-rate` and grows by `--factor` per stage until a stage does not
-keep up (a failed send, a lost message, delivery below 90% of the target, or p99 over 2 s); one more
-stage between the last good rate and the failed one then narrows the estimate. The "sustained"
-throughput is the best stage that kept up.
+keep up (a failed send, a lost message, delivery below 90% of the target, or p99 over 2 s); then up
+to REFINE_STAGES more stages, each at the geometric middle of the best rate that kept up and the
+lowest that did not, narrow the estimate (one stage left it on a grid of factor 1.4, and a figure
+then jumped between two grid points from run to run). The "sustained" throughput is the best stage
+that kept up.
 
 Memory: `--idle` extra connections are logged in and left idle. Per connection: the server's RSS
 delta divided by their number; the kernel's socket objects of one accepted TCP socket (the slab
@@ -69,6 +71,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: A stage keeps up when delivery reaches this share of the target rate (and nothing fails or is lost).
 KEEP_UP_SHARE = 0.9
 KEEP_UP_P99_MS = 2000.0
+#: Stages after the first that did not keep up, narrowing the sustained rate down to this ratio.
+REFINE_STAGES = 3
+REFINE_RATIO = 1.1
 
 
 class BenchError(Exception):
@@ -628,17 +633,21 @@ def next_rate(settings: Settings, history: Sequence[tuple[float, bool]]) -> floa
     """The next stage's target rate given (rate, kept up) so far, or None to stop.
 
     Rates grow by `factor` while stages keep up (at most `max_stages`); after the first stage that
-    does not, one more stage between the last good rate and the failed one narrows the estimate.
+    does not, up to REFINE_STAGES more stages bisect (geometrically) between the best rate that kept
+    up and the lowest that did not, until the two are within REFINE_RATIO of each other.
     """
     if not history:
         return settings.start_rate
-    failed = [rate for rate, kept_up in history if not kept_up]
-    if not failed:
+    first_failure = next((i for i, (_, kept_up) in enumerate(history) if not kept_up), None)
+    if first_failure is None:
         return history[-1][0] * settings.factor if len(history) < settings.max_stages else None
-    passed = [rate for rate, kept_up in history if kept_up]
-    if len(failed) == 1 and not history[-1][1] and passed and failed[0] / max(passed) > 1.2:
-        return math.sqrt(max(passed) * failed[0])
-    return None
+    if len(history) - 1 - first_failure >= REFINE_STAGES:
+        return None
+    high = min(rate for rate, kept_up in history if not kept_up)
+    low = max((rate for rate, kept_up in history if kept_up and rate < high), default=None)
+    if low is None or high / low <= REFINE_RATIO:
+        return None
+    return math.sqrt(low * high)
 
 
 async def measure_idle(server: ServerProcess, accounts: Sequence[Account], count: int) -> MemoryResult:
