@@ -502,6 +502,51 @@ async def test_internal_rpcs_refuse_bad_fields(chain: dict[str, RunningRole]) ->
         assert response.errCode in (ErrCode.INVALID_FIELD, ErrCode.REQUEST_ERR), (role, method, response)
 
 
+async def test_logic_ping_many_answers_each_ping_in_order(chain: dict[str, RunningRole]) -> None:
+    """PingMany through logic to register: each ping answered in request order, a session replaced on
+    another node refused alone (NOT_LOGGED_IN), a bad node refused alone, too many refused whole."""
+    api_url = f"http://{chain['register'].address('http')}"
+    alice, alice_token = await _user(api_url)
+    bob, bob_token = await _user(api_url)
+    here = {"nodeID": "access-ping-1", "accessAddr": "127.0.0.1:1"}
+    there = {"nodeID": "access-ping-2", "accessAddr": "127.0.0.1:2"}
+    async with grpc.aio.insecure_channel(chain["logic"].address()) as channel:
+        logic = logic_pb2_grpc.LogicRPCStub(channel)
+        for uid, token in ((alice, alice_token), (bob, bob_token)):
+            login = await logic.Login(
+                logic_pb2.LoginReq(UID=uid, token=token, device="phone", **here), timeout=10
+            )
+            assert login.errCode == 0
+        # bob's phone logs in on the other node: this node's session of it is stale from now on.
+        moved = await logic.Login(
+            logic_pb2.LoginReq(UID=bob, token=bob_token, device="phone", **there), timeout=10
+        )
+        assert moved.errCode == 0
+        pings = [
+            logic_pb2.PingReq(UID=alice, device="phone", **here),
+            logic_pb2.PingReq(UID=bob, device="phone", **here),
+            logic_pb2.PingReq(UID=alice, device="phone", nodeID="n\x00", accessAddr="a:1"),
+            logic_pb2.PingReq(UID=bob, device="phone", **there),
+        ]
+        answer = await logic.PingMany(logic_pb2.PingManyReq(pings=pings), timeout=10)
+        assert answer.errCode == 0
+        assert [r.errCode for r in answer.results] == [0, ErrCode.NOT_LOGGED_IN, ErrCode.INVALID_FIELD, 0]
+        too_many = await logic.PingMany(logic_pb2.PingManyReq(pings=pings[:1] * 1025), timeout=10)
+        assert too_many.errCode == ErrCode.INVALID_FIELD and not too_many.results
+        assert (await logic.PingMany(logic_pb2.PingManyReq(), timeout=10)).errCode == 0
+    async with grpc.aio.insecure_channel(chain["register"].address()) as channel:
+        register = register_pb2_grpc.RegisterServerRPCStub(channel)
+        routes = await register.Routes(register_pb2.RGRoutesReq(UID=bob), timeout=10)
+        assert [(r.device, r.nodeID) for r in routes.routes] == [("phone", there["nodeID"])]
+        too_many_rg = await register.PingMany(
+            register_pb2.RGPingManyReq(
+                pings=[register_pb2.RGPingReq(UID=alice, device="phone", **here)] * 1025
+            ),
+            timeout=10,
+        )
+        assert too_many_rg.errCode == ErrCode.INVALID_FIELD
+
+
 async def test_logic_send_many_answers_each_send_in_order(chain: dict[str, RunningRole]) -> None:
     """SendMany: every send answered in request order, each sender's sends stored in request order,
     a bad item refused alone, a retry answered with the first result, too many sends refused whole."""

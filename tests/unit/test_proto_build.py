@@ -100,6 +100,7 @@ SERVICES = {
     "LogicRPC": {
         "Login",
         "Ping",
+        "PingMany",
         "Logout",
         "SendP2PMsg",
         "SendGroupMsg",
@@ -115,6 +116,7 @@ SERVICES = {
         "VerifyToken",
         "Login",
         "Ping",
+        "PingMany",
         "Logout",
         "Online",
         "Routes",

@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
+
+from fishchat.domain.errors import ServerError
 
 T = TypeVar("T")
 
@@ -175,6 +177,22 @@ class Batch(Generic[V, R]):
         owner, self._owner = self._owner, None
         if owner is not None:
             owner._release(self.entries)
+
+    async def answer_with(self, answers: Awaitable[Sequence[R]]) -> None:
+        """Settle each entry with its answer (one per entry, in order) from one call for the whole
+        batch, or every entry with that call's failure (a count that does not match is one)."""
+        try:
+            found = await answers
+            if len(found) != len(self.entries):
+                raise ServerError(f"{len(found)} answers for a batch of {len(self.entries)}")
+        except Exception as exc:
+            for entry in self.entries:
+                if not entry.outcome.done():
+                    entry.outcome.set_exception(exc)
+            return
+        for entry, answer in zip(self.entries, found, strict=True):
+            if not entry.outcome.done():
+                entry.outcome.set_result(answer)
 
 
 class OrderedBatches(Generic[V, R]):

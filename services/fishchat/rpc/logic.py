@@ -22,14 +22,15 @@ trip. `SendMany` is the same for one batch per call.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol
 
 from fishchat.domain import validation
 from fishchat.domain.errors import InvalidField, error_for
 from fishchat.domain.messaging import MessagingService
-from fishchat.domain.ordering import UNORDERED, SendSequence, SendTicket
+from fishchat.domain.ordering import UNORDERED, Batch, OrderedBatches, SendSequence, SendTicket
 from fishchat.domain.ratelimit import RateLimits
 from fishchat.domain.records import (
     AccessNode,
@@ -44,9 +45,17 @@ from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
 from fishchat.rpc.client import RoleClient
 from fishchat.rpc.manager import RemoteSync, to_timeline
-from fishchat.rpc.register import MAX_ADDRESS_CHARS, MAX_TOKEN_CHARS, RemoteLogin, check_node, check_text
+from fishchat.rpc.register import (
+    MAX_ADDRESS_CHARS,
+    MAX_PINGS,
+    MAX_TOKEN_CHARS,
+    PINGS_IN_FLIGHT,
+    RemoteLogin,
+    check_node,
+    check_text,
+)
 from fishchat.rpc.send_stream import SendStreams
-from fishchat.rpc.server import RpcServer, refusal
+from fishchat.rpc.server import RpcServer, answer_each, refusal
 from fishchat.server.ports import AccessCore
 
 SERVICE = "fishchat.rpc.LogicRPC"
@@ -192,6 +201,22 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
             return logic_pb2.PingRes()
 
         return await self._rpc.answer("Ping", logic_pb2.PingRes, work)
+
+    async def PingMany(self, request: logic_pb2.PingManyReq, context: Any) -> logic_pb2.PingManyRes:
+        async def work() -> logic_pb2.PingManyRes:
+            if len(request.pings) > MAX_PINGS:
+                raise InvalidField(f"at most {MAX_PINGS} pings per request, got {len(request.pings)}")
+
+            async def ping(item: logic_pb2.PingReq) -> None:
+                await self._core.ping(item.UID, item.device, check_node(item.nodeID, item.accessAddr))
+
+            # All at once: the core's pings to register asked in one turn go as one PingMany there.
+            answers = await answer_each(request.pings, ping, MAX_PINGS)
+            return logic_pb2.PingManyRes(
+                results=[logic_pb2.PingRes(errCode=code, errStr=text) for code, text in answers]
+            )
+
+        return await self._rpc.answer("PingMany", logic_pb2.PingManyRes, work)
 
     async def Logout(self, request: logic_pb2.LogoutReq, context: Any) -> logic_pb2.LogoutRes:
         async def work() -> logic_pb2.LogoutRes:
@@ -417,6 +442,16 @@ class RemoteAccessCore:
         self._client = client
         self._timelines = timelines
         self._sends = SendStreams(client, timeout_s=client.timeout_s, max_batch=MAX_SENDS)
+        # Pings (every connection's, each ping interval) go as PingMany: those asked while earlier
+        # ones are under way go together, so a thousand connections are not two thousand calls.
+        self._turns = itertools.count()
+        self._pings: OrderedBatches[logic_pb2.PingReq, logic_pb2.PingRes] = OrderedBatches(
+            self._ping_many,
+            max_items=MAX_PINGS,
+            max_weight=MAX_PINGS,
+            max_in_flight=PINGS_IN_FLIGHT,
+            name="fishchat-ping-many",
+        )
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> Session:
         # What this node knew stored for uid may miss what came while no notice reached it: the
@@ -437,9 +472,17 @@ class RemoteAccessCore:
         )
 
     async def ping(self, uid: int, device: str, node: AccessNode) -> None:
-        await self._client.call(
-            "Ping", logic_pb2.PingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
-        )
+        request = logic_pb2.PingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
+        answer = await self._pings.submit(next(self._turns), request)  # a key of its own: no order kept
+        if answer.errCode:
+            raise error_for(answer.errCode, answer.errStr)
+
+    async def _ping_many(self, batch: Batch[logic_pb2.PingReq, logic_pb2.PingRes]) -> None:
+        async def results() -> Sequence[logic_pb2.PingRes]:
+            request = logic_pb2.PingManyReq(pings=[entry.value for entry in batch.entries])
+            return (await self._client.call("PingMany", request)).results
+
+        await batch.answer_with(results())
 
     async def disconnect(self, uid: int, device: str, node_id: str) -> None:
         await self._client.call("Logout", logic_pb2.LogoutReq(UID=uid, device=device, nodeID=node_id))

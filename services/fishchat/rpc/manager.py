@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fishchat.domain.errors import InvalidField, RequestError, ServerError, error_for
@@ -210,22 +211,11 @@ class RemoteSync:
         )
 
     async def _sync_many(self, batch: Batch[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes]) -> None:
-        try:
-            response = await self._client.call(
-                "SyncMany", manager_pb2.MGSyncManyReq(syncs=[entry.value for entry in batch.entries])
-            )
-            if len(response.pages) != len(batch.entries):
-                raise ServerError(
-                    f"manager answered {len(response.pages)} pages for {len(batch.entries)} syncs"
-                )
-        except Exception as exc:
-            for entry in batch.entries:
-                if not entry.outcome.done():
-                    entry.outcome.set_exception(exc)
-            return
-        for entry, page in zip(batch.entries, response.pages, strict=True):
-            if not entry.outcome.done():
-                entry.outcome.set_result(page)
+        async def pages() -> Sequence[manager_pb2.MGSyncMsgRes]:
+            request = manager_pb2.MGSyncManyReq(syncs=[entry.value for entry in batch.entries])
+            return (await self._client.call("SyncMany", request)).pages
+
+        await batch.answer_with(pages())
 
     async def latest_version(self, uid: int) -> int:
         response = await self._client.call("LatestVersion", manager_pb2.MGLatestVersionReq(UID=uid))

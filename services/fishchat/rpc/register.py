@@ -16,15 +16,18 @@ The client side, used by logic:
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fishchat.domain import validation
 from fishchat.domain.accounts import AccountService
 from fishchat.domain.clock import Clock
-from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser
+from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser, error_for
 from fishchat.domain.groups import GroupService
+from fishchat.domain.ordering import Batch, OrderedBatches
 from fishchat.domain.ports import AccountStore, GroupStore, IdGenerator, TokenStore
 from fishchat.domain.presence import PresenceService
 from fishchat.domain.ratelimit import InProcessRateLimiter, RateLimits
@@ -33,7 +36,7 @@ from fishchat.domain.service import AccountsAndGroups, check_login
 from fishchat.domain.settings import ChatSettings
 from fishchat.proto.gen.rpc import register_pb2, register_pb2_grpc
 from fishchat.rpc.client import RoleClient
-from fishchat.rpc.server import RpcServer
+from fishchat.rpc.server import RpcServer, answer_each
 
 SERVICE = "fishchat.rpc.RegisterServerRPC"
 ROLE = "register"
@@ -41,6 +44,12 @@ ROLE = "register"
 MAX_ADDRESS_CHARS = 256
 #: Issued tokens are 43 characters; the protocol allows 256.
 MAX_TOKEN_CHARS = 256
+#: Pings per PingMany (an access server's connections pinging at once), and how many of one call
+#: refresh presence at a time (each is a round trip to the presence store).
+MAX_PINGS = 1024
+PING_CONCURRENCY = 32
+#: PingMany calls one process has under way at once.
+PINGS_IN_FLIGHT = 2
 
 
 def check_text(value: str, field: str, max_chars: int, *, required: bool = True) -> str:
@@ -188,6 +197,21 @@ class RegisterServicer(register_pb2_grpc.RegisterServerRPCServicer):
 
         return await self._rpc.answer("Ping", register_pb2.RGPingRes, work)
 
+    async def PingMany(self, request: register_pb2.RGPingManyReq, context: Any) -> register_pb2.RGPingManyRes:
+        async def work() -> register_pb2.RGPingManyRes:
+            if len(request.pings) > MAX_PINGS:
+                raise InvalidField(f"at most {MAX_PINGS} pings per request, got {len(request.pings)}")
+
+            async def ping(item: register_pb2.RGPingReq) -> None:
+                await self._core.ping(item.UID, item.device, check_node(item.nodeID, item.accessAddr))
+
+            answers = await answer_each(request.pings, ping, PING_CONCURRENCY)
+            return register_pb2.RGPingManyRes(
+                results=[register_pb2.RGPingRes(errCode=code, errStr=text) for code, text in answers]
+            )
+
+        return await self._rpc.answer("PingMany", register_pb2.RGPingManyRes, work)
+
     async def Logout(self, request: register_pb2.RGLogoutReq, context: Any) -> register_pb2.RGLogoutRes:
         async def work() -> register_pb2.RGLogoutRes:
             node_id = check_text(request.nodeID, "nodeID", MAX_ADDRESS_CHARS)
@@ -279,10 +303,19 @@ class RemoteLogin:
 
 
 class RemoteSessions:
-    """Sessions as logic asks register for them: login, ping, logout (with or without revoking)."""
+    """Sessions as logic asks register for them: login, ping, logout (with or without revoking).
+    Pings asked while earlier ones are under way go together in one PingMany."""
 
     def __init__(self, client: RoleClient) -> None:
         self._client = client
+        self._turns = itertools.count()
+        self._pings: OrderedBatches[register_pb2.RGPingReq, register_pb2.RGPingRes] = OrderedBatches(
+            self._ping_many,
+            max_items=MAX_PINGS,
+            max_weight=MAX_PINGS,
+            max_in_flight=PINGS_IN_FLIGHT,
+            name="fishchat-rg-ping-many",
+        )
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> RemoteLogin:
         response = await self._client.call(
@@ -299,10 +332,17 @@ class RemoteSessions:
         return RemoteLogin(expires_at_ms=int(response.expiresAt), replaced=replaced)
 
     async def ping(self, uid: int, device: str, node: AccessNode) -> None:
-        await self._client.call(
-            "Ping",
-            register_pb2.RGPingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id),
-        )
+        request = register_pb2.RGPingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
+        answer = await self._pings.submit(next(self._turns), request)  # a key of its own: no order kept
+        if answer.errCode:
+            raise error_for(answer.errCode, answer.errStr)
+
+    async def _ping_many(self, batch: Batch[register_pb2.RGPingReq, register_pb2.RGPingRes]) -> None:
+        async def results() -> Sequence[register_pb2.RGPingRes]:
+            request = register_pb2.RGPingManyReq(pings=[entry.value for entry in batch.entries])
+            return (await self._client.call("PingMany", request)).results
+
+        await batch.answer_with(results())
 
     async def logout(self, uid: int, device: str, node_id: str, token: str | None = None) -> None:
         """Drop the device's route if `node_id` still holds it; with `token`, revoke that token too."""

@@ -12,9 +12,10 @@ load balancers stop sending new calls while the in-flight ones finish within the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiokafka.errors
@@ -31,6 +32,7 @@ from fishchat.rpc.metrics import RpcMetrics
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: Internal messages are small (a sync page fits a client frame), but leave room for batches.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -71,6 +73,27 @@ def refusal(exc: BaseException) -> tuple[ErrCode, str]:
     if isinstance(exc, BACKEND_OUTAGES):
         return ErrCode.SERVICE_UNAVAILABLE, f"a backend is unavailable ({type(exc).__name__}); try again"
     return ErrCode.SERVER_ERR, ERR_STR[ErrCode.SERVER_ERR]
+
+
+async def answer_each(
+    items: Sequence[T], work: Callable[[T], Awaitable[None]], concurrency: int
+) -> list[tuple[int, str]]:
+    """(errCode, errStr) of `work` on each item of a batch RPC, in order, at most `concurrency` at
+    once: one item's failure is its own refusal, not the call's."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: T) -> tuple[int, str]:
+        async with gate:
+            try:
+                await work(item)
+            except Exception as exc:
+                code, text = refusal(exc)
+                if code == ErrCode.SERVER_ERR:
+                    log.error("an item of a batch failed", exc_info=exc)
+                return int(code), text
+            return 0, ""
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 def split_listen(listen: str) -> tuple[str, int]:
