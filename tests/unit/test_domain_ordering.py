@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from fishchat.domain import ChatService, ChatSettings, ManualClock
-from fishchat.domain.errors import NoSuchUser
-from fishchat.domain.ordering import UNORDERED, SendSequence, SendTicket
+from fishchat.domain.errors import NoSuchUser, ServerError
+from fishchat.domain.ordering import UNORDERED, Batch, OrderedBatches, SendSequence, SendTicket
 from fishchat.domain.passwords import ScryptParams
 from fishchat.embedded import EmbeddedBackend
 
@@ -118,3 +118,30 @@ async def test_a_refused_send_does_not_hold_up_the_rest_of_its_sequence(chat: Ch
     with pytest.raises(NoSuchUser):
         await chat.send_p2p(ALICE, 999, "to nobody", "x", ticket=refused)
     assert (await later).version == 1
+
+
+async def test_a_batch_is_answered_in_order_by_one_call_or_failed_whole() -> None:
+    """`Batch.answer_with`: the submitters queued in one turn get the answers of one call, in order;
+    a failed call, or one answering the wrong number of items, fails each of them."""
+    calls: list[list[int]] = []
+    mode = ["ok"]  # what the next call does
+
+    async def work(batch: Batch[int, str]) -> None:
+        values = [entry.value for entry in batch.entries]
+        calls.append(values)
+
+        async def answers() -> list[str]:
+            if mode[0] == "fail":
+                raise ConnectionError("down")
+            return [f"#{v}" for v in values] + (["extra"] if mode[0] == "extra" else [])
+
+        await batch.answer_with(answers())
+
+    batches: OrderedBatches[int, str] = OrderedBatches(
+        work, max_items=10, max_weight=10, max_in_flight=1, name="test"
+    )
+    assert await asyncio.gather(*(batches.submit(n, n) for n in range(3))) == ["#0", "#1", "#2"]
+    assert calls == [[0, 1, 2]]
+    for mode[0], error in (("fail", ConnectionError), ("extra", ServerError)):
+        outcomes = await asyncio.gather(*(batches.submit(n, n) for n in range(2)), return_exceptions=True)
+        assert [type(o) for o in outcomes] == [error, error]
