@@ -69,6 +69,7 @@ from chat_bench import (
 )
 from figures import Baseline, Figure, write
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from fishchat.client import ApiClient, Backoff, ChatClient, ChatMessage, ClientError
@@ -274,20 +275,30 @@ def describe_stage(stage: StageResult) -> str:
     )
 
 
+async def metric_families(cluster: Cluster) -> list[tuple[str, Metric]]:
+    """(process name, metric family) of every role process's /metrics; a process that does not
+    answer is left out."""
+    found: list[tuple[str, Metric]] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for name, url in cluster.metrics_urls.items():
+            try:
+                async with http.get(f"{url}/metrics") as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+            found.extend((name, family) for family in text_string_to_metric_families(text))
+    return found
+
+
 async def rpc_counts(cluster: Cluster) -> dict[str, float]:
     """gRPC calls each process has served so far, by "process method" (from its /metrics)."""
     counts: dict[str, float] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        for name, url in cluster.metrics_urls.items():
-            async with http.get(f"{url}/metrics") as response:
-                text = await response.text()
-            for family in text_string_to_metric_families(text):
-                if family.name != "fishchat_rpc_server_requests":
-                    continue
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        key = f"{name} {sample.labels.get('method', '?')}"
-                        counts[key] = counts.get(key, 0.0) + sample.value
+    for name, family in await metric_families(cluster):
+        if family.name == "fishchat_rpc_server_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = f"{name} {sample.labels.get('method', '?')}"
+                    counts[key] = counts.get(key, 0.0) + sample.value
     return counts
 
 
@@ -308,27 +319,20 @@ _HISTOGRAMS = {histogram for _, histogram, _, _ in HOPS}
 
 async def histograms(cluster: Cluster) -> dict[tuple[str, str, str], tuple[float, float]]:
     """(sum of seconds, count) of the hop histograms, by (role, histogram, method or kind), the
-    processes of a role added up (from their /metrics)."""
+    processes of a role added up."""
     found: dict[tuple[str, str, str], tuple[float, float]] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        for name, url in cluster.metrics_urls.items():
-            role = name.rsplit("-", 1)[0]
-            try:
-                async with http.get(f"{url}/metrics") as response:
-                    text = await response.text()
-            except (aiohttp.ClientError, TimeoutError):
-                continue  # a process that stopped answering: its hops are left out
-            for family in text_string_to_metric_families(text):
-                if family.name not in _HISTOGRAMS:
-                    continue
-                for sample in family.samples:
-                    if sample.name.endswith(("_sum", "_count")):
-                        key = (role, family.name, sample.labels.get("method", sample.labels.get("kind", "")))
-                        total, count = found.get(key, (0.0, 0.0))
-                        if sample.name.endswith("_sum"):
-                            found[key] = (total + sample.value, count)
-                        else:
-                            found[key] = (total, count + sample.value)
+    for name, family in await metric_families(cluster):
+        if family.name not in _HISTOGRAMS:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                label = sample.labels.get("method", sample.labels.get("kind", ""))
+                key = (name.rsplit("-", 1)[0], family.name, label)
+                total, count = found.get(key, (0.0, 0.0))
+                if sample.name.endswith("_sum"):
+                    found[key] = (total + sample.value, count)
+                else:
+                    found[key] = (total, count + sample.value)
     return found
 
 
