@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from fishchat.domain.errors import Unavailable, error_for
+from fishchat.domain.ordering import Batch, OrderedBatches
 from fishchat.domain.records import ServiceInstance
 from fishchat.rpc.metrics import RpcMetrics
 from fishchat.rpc.server import CHANNEL_OPTIONS
@@ -191,3 +192,49 @@ def owner(addresses: list[str], key: int) -> str:
         return hashlib.blake2b(f"{address}|{key}".encode(), digest_size=8).digest()
 
     return max(addresses, key=weight)
+
+
+Q = TypeVar("Q")
+A = TypeVar("A")
+
+
+class BatchedCalls(Generic[Q, A]):
+    """A batch RPC (`SyncMany`, `PingMany`) behind a call per item: the items asked while earlier
+    calls are under way go together (at most `max_in_flight` calls at once, `max_items` items each),
+    and each asker gets its own answer, a refused one (errCode) raised as the remote error."""
+
+    def __init__(
+        self,
+        client: RoleClient,
+        method: str,
+        request: Callable[[list[Q]], Any],
+        answers: Callable[[Any], Sequence[A]],
+        *,
+        max_items: int,
+        max_in_flight: int,
+    ) -> None:
+        self._client = client
+        self._method = method
+        self._request = request
+        self._answers = answers
+        self._turns = itertools.count()
+        self._batches: OrderedBatches[Q, A] = OrderedBatches(
+            self._call,
+            max_items=max_items,
+            max_weight=max_items,
+            max_in_flight=max_in_flight,
+            name=f"fishchat-{method}",
+        )
+
+    async def ask(self, item: Q) -> A:
+        answer = await self._batches.submit(next(self._turns), item)  # a key of its own: no order kept
+        if getattr(answer, "errCode", 0):
+            raise error_for(answer.errCode, answer.errStr)  # type: ignore[attr-defined]
+        return answer
+
+    async def _call(self, batch: Batch[Q, A]) -> None:
+        async def answers() -> Sequence[A]:
+            response = await self._client.call(self._method, self._request([e.value for e in batch.entries]))
+            return self._answers(response)
+
+        await batch.answer_with(answers())

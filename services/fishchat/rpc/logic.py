@@ -22,15 +22,14 @@ trip. `SendMany` is the same for one batch per call.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from fishchat.domain import validation
 from fishchat.domain.errors import InvalidField, error_for
 from fishchat.domain.messaging import MessagingService
-from fishchat.domain.ordering import UNORDERED, Batch, OrderedBatches, SendSequence, SendTicket
+from fishchat.domain.ordering import UNORDERED, SendSequence, SendTicket
 from fishchat.domain.ratelimit import RateLimits
 from fishchat.domain.records import (
     AccessNode,
@@ -43,7 +42,7 @@ from fishchat.domain.service import limited_send
 from fishchat.domain.settings import ChatSettings
 from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import logic_pb2, logic_pb2_grpc
-from fishchat.rpc.client import RoleClient
+from fishchat.rpc.client import BatchedCalls, RoleClient
 from fishchat.rpc.manager import RemoteSync, to_timeline
 from fishchat.rpc.register import (
     MAX_ADDRESS_CHARS,
@@ -442,15 +441,14 @@ class RemoteAccessCore:
         self._client = client
         self._timelines = timelines
         self._sends = SendStreams(client, timeout_s=client.timeout_s, max_batch=MAX_SENDS)
-        # Pings (every connection's, each ping interval) go as PingMany: those asked while earlier
-        # ones are under way go together, so a thousand connections are not two thousand calls.
-        self._turns = itertools.count()
-        self._pings: OrderedBatches[logic_pb2.PingReq, logic_pb2.PingRes] = OrderedBatches(
-            self._ping_many,
+        # Pings (every connection's, each ping interval) go as PingMany.
+        self._pings: BatchedCalls[logic_pb2.PingReq, logic_pb2.PingRes] = BatchedCalls(
+            client,
+            "PingMany",
+            lambda pings: logic_pb2.PingManyReq(pings=pings),
+            lambda response: response.results,
             max_items=MAX_PINGS,
-            max_weight=MAX_PINGS,
             max_in_flight=PINGS_IN_FLIGHT,
-            name="fishchat-ping-many",
         )
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> Session:
@@ -472,17 +470,9 @@ class RemoteAccessCore:
         )
 
     async def ping(self, uid: int, device: str, node: AccessNode) -> None:
-        request = logic_pb2.PingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
-        answer = await self._pings.submit(next(self._turns), request)  # a key of its own: no order kept
-        if answer.errCode:
-            raise error_for(answer.errCode, answer.errStr)
-
-    async def _ping_many(self, batch: Batch[logic_pb2.PingReq, logic_pb2.PingRes]) -> None:
-        async def results() -> Sequence[logic_pb2.PingRes]:
-            request = logic_pb2.PingManyReq(pings=[entry.value for entry in batch.entries])
-            return (await self._client.call("PingMany", request)).results
-
-        await batch.answer_with(results())
+        await self._pings.ask(
+            logic_pb2.PingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
+        )
 
     async def disconnect(self, uid: int, device: str, node_id: str) -> None:
         await self._client.call("Logout", logic_pb2.LogoutReq(UID=uid, device=device, nodeID=node_id))

@@ -16,19 +16,16 @@ logic for logins and `SyncMsg`.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-from fishchat.domain.errors import InvalidField, RequestError, ServerError, error_for
+from fishchat.domain.errors import InvalidField, RequestError, ServerError
 from fishchat.domain.messaging import parse_receipt_body
-from fishchat.domain.ordering import Batch, OrderedBatches
 from fishchat.domain.records import MsgType, Notice, StoredMessage, SyncPage
 from fishchat.domain.sync import SyncRequest, SyncService
 from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import common_pb2, manager_pb2, manager_pb2_grpc
-from fishchat.rpc.client import RoleClient
+from fishchat.rpc.client import BatchedCalls, RoleClient
 from fishchat.rpc.server import RpcServer, refusal
 
 SERVICE = "fishchat.rpc.ManagerServerRPC"
@@ -166,13 +163,13 @@ class RemoteSync:
         self._client = client
         self._known: dict[int, int] = {}
         self._known_users = known_users
-        self._turns = itertools.count()
-        self._syncs: OrderedBatches[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes] = OrderedBatches(
-            self._sync_many,
+        self._syncs: BatchedCalls[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes] = BatchedCalls(
+            client,
+            "SyncMany",
+            lambda syncs: manager_pb2.MGSyncManyReq(syncs=syncs),
+            lambda response: response.pages,
             max_items=MAX_SYNCS,
-            max_weight=MAX_SYNCS,
             max_in_flight=MAX_SYNCS_IN_FLIGHT,
-            name="fishchat-sync-many",
         )
 
     def note(self, notice: Notice) -> None:
@@ -201,21 +198,12 @@ class RemoteSync:
             maxBytes=min(byte_budget or 0, 0xFFFFFFFF),
             known=self._known.get(uid, 0),
         )
-        page = await self._syncs.submit(next(self._turns), request)  # a key of its own: no order kept
-        if page.errCode:
-            raise error_for(page.errCode, page.errStr)
+        page = await self._syncs.ask(request)
         return SyncPage(
             messages=tuple(from_timeline(entry, uid) for entry in page.Msgs),
             cursor=int(page.currentID),
             more=bool(page.more),
         )
-
-    async def _sync_many(self, batch: Batch[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes]) -> None:
-        async def pages() -> Sequence[manager_pb2.MGSyncMsgRes]:
-            request = manager_pb2.MGSyncManyReq(syncs=[entry.value for entry in batch.entries])
-            return (await self._client.call("SyncMany", request)).pages
-
-        await batch.answer_with(pages())
 
     async def latest_version(self, uid: int) -> int:
         response = await self._client.call("LatestVersion", manager_pb2.MGLatestVersionReq(UID=uid))

@@ -16,18 +16,15 @@ The client side, used by logic:
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fishchat.domain import validation
 from fishchat.domain.accounts import AccountService
 from fishchat.domain.clock import Clock
-from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser, error_for
+from fishchat.domain.errors import InvalidField, NoSuchGroup, NoSuchUser
 from fishchat.domain.groups import GroupService
-from fishchat.domain.ordering import Batch, OrderedBatches
 from fishchat.domain.ports import AccountStore, GroupStore, IdGenerator, TokenStore
 from fishchat.domain.presence import PresenceService
 from fishchat.domain.ratelimit import InProcessRateLimiter, RateLimits
@@ -35,7 +32,7 @@ from fishchat.domain.records import AccessNode, Group, Route, TokenInfo, User
 from fishchat.domain.service import AccountsAndGroups, check_login
 from fishchat.domain.settings import ChatSettings
 from fishchat.proto.gen.rpc import register_pb2, register_pb2_grpc
-from fishchat.rpc.client import RoleClient
+from fishchat.rpc.client import BatchedCalls, RoleClient
 from fishchat.rpc.server import RpcServer, answer_each
 
 SERVICE = "fishchat.rpc.RegisterServerRPC"
@@ -308,13 +305,13 @@ class RemoteSessions:
 
     def __init__(self, client: RoleClient) -> None:
         self._client = client
-        self._turns = itertools.count()
-        self._pings: OrderedBatches[register_pb2.RGPingReq, register_pb2.RGPingRes] = OrderedBatches(
-            self._ping_many,
+        self._pings: BatchedCalls[register_pb2.RGPingReq, register_pb2.RGPingRes] = BatchedCalls(
+            client,
+            "PingMany",
+            lambda pings: register_pb2.RGPingManyReq(pings=pings),
+            lambda response: response.results,
             max_items=MAX_PINGS,
-            max_weight=MAX_PINGS,
             max_in_flight=PINGS_IN_FLIGHT,
-            name="fishchat-rg-ping-many",
         )
 
     async def login(self, uid: int, token: str, device: str, node: AccessNode) -> RemoteLogin:
@@ -332,17 +329,9 @@ class RemoteSessions:
         return RemoteLogin(expires_at_ms=int(response.expiresAt), replaced=replaced)
 
     async def ping(self, uid: int, device: str, node: AccessNode) -> None:
-        request = register_pb2.RGPingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
-        answer = await self._pings.submit(next(self._turns), request)  # a key of its own: no order kept
-        if answer.errCode:
-            raise error_for(answer.errCode, answer.errStr)
-
-    async def _ping_many(self, batch: Batch[register_pb2.RGPingReq, register_pb2.RGPingRes]) -> None:
-        async def results() -> Sequence[register_pb2.RGPingRes]:
-            request = register_pb2.RGPingManyReq(pings=[entry.value for entry in batch.entries])
-            return (await self._client.call("PingMany", request)).results
-
-        await batch.answer_with(results())
+        await self._pings.ask(
+            register_pb2.RGPingReq(UID=uid, device=device, accessAddr=node.address, nodeID=node.node_id)
+        )
 
     async def logout(self, uid: int, device: str, node_id: str, token: str | None = None) -> None:
         """Drop the device's route if `node_id` still holds it; with `token`, revoke that token too."""
