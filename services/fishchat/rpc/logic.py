@@ -52,9 +52,10 @@ from fishchat.rpc.register import (
     RemoteLogin,
     check_node,
     check_text,
+    ping_each,
 )
 from fishchat.rpc.send_stream import SendStreams
-from fishchat.rpc.server import RpcServer, answer_each, refusal
+from fishchat.rpc.server import RpcServer, refusal
 from fishchat.server.ports import AccessCore
 
 SERVICE = "fishchat.rpc.LogicRPC"
@@ -203,14 +204,8 @@ class LogicServicer(logic_pb2_grpc.LogicRPCServicer):
 
     async def PingMany(self, request: logic_pb2.PingManyReq, context: Any) -> logic_pb2.PingManyRes:
         async def work() -> logic_pb2.PingManyRes:
-            if len(request.pings) > MAX_PINGS:
-                raise InvalidField(f"at most {MAX_PINGS} pings per request, got {len(request.pings)}")
-
-            async def ping(item: logic_pb2.PingReq) -> None:
-                await self._core.ping(item.UID, item.device, check_node(item.nodeID, item.accessAddr))
-
             # All at once: the core's pings to register asked in one turn go as one PingMany there.
-            answers = await answer_each(request.pings, ping, MAX_PINGS)
+            answers = await ping_each(request.pings, self._core.ping, MAX_PINGS)
             return logic_pb2.PingManyRes(
                 results=[logic_pb2.PingRes(errCode=code, errStr=text) for code, text in answers]
             )

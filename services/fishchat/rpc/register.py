@@ -17,6 +17,7 @@ The client side, used by logic:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,20 @@ def check_node(node_id: str, address: str) -> AccessNode:
         node_id=check_text(node_id, "nodeID", MAX_ADDRESS_CHARS),
         address=check_text(address, "accessAddr", MAX_ADDRESS_CHARS),
     )
+
+
+async def ping_each(
+    pings: Sequence[Any], ping: Callable[[int, str, AccessNode], Awaitable[None]], concurrency: int
+) -> list[tuple[int, str]]:
+    """A PingMany (logic's and register's): each ping's (errCode, errStr), in order, at most
+    `concurrency` at once; more than MAX_PINGS is refused whole, a bad node alone."""
+    if len(pings) > MAX_PINGS:
+        raise InvalidField(f"at most {MAX_PINGS} pings per request, got {len(pings)}")
+
+    async def one(item: Any) -> None:
+        await ping(item.UID, item.device, check_node(item.nodeID, item.accessAddr))
+
+    return await answer_each(pings, one, concurrency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +211,7 @@ class RegisterServicer(register_pb2_grpc.RegisterServerRPCServicer):
 
     async def PingMany(self, request: register_pb2.RGPingManyReq, context: Any) -> register_pb2.RGPingManyRes:
         async def work() -> register_pb2.RGPingManyRes:
-            if len(request.pings) > MAX_PINGS:
-                raise InvalidField(f"at most {MAX_PINGS} pings per request, got {len(request.pings)}")
-
-            async def ping(item: register_pb2.RGPingReq) -> None:
-                await self._core.ping(item.UID, item.device, check_node(item.nodeID, item.accessAddr))
-
-            answers = await answer_each(request.pings, ping, PING_CONCURRENCY)
+            answers = await ping_each(request.pings, self._core.ping, PING_CONCURRENCY)
             return register_pb2.RGPingManyRes(
                 results=[register_pb2.RGPingRes(errCode=code, errStr=text) for code, text in answers]
             )
