@@ -134,6 +134,29 @@ async def test_unknown_target_is_refused_and_nothing_is_stored(
     assert await timeline(backend, ALICE) == []
 
 
+async def test_a_registered_target_is_looked_up_once_and_an_unknown_one_every_time(
+    chat: ChatService, backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = backend.ports.accounts
+    looked_up: list[int] = []
+    lookup = accounts.get
+
+    async def counted(uid: int) -> Any:
+        looked_up.append(uid)
+        return await lookup(uid)
+
+    monkeypatch.setattr(accounts, "get", counted)
+    for i in range(3):
+        await chat.send_p2p(ALICE, BOB, f"b{i}", "hi")
+    newcomer = 77
+    for _ in range(2):
+        with pytest.raises(NoSuchUser):
+            await chat.send_p2p(ALICE, newcomer, "", "too early")
+    await chat.register(newcomer, "newcomer", "password-1")  # "no such user" was not remembered
+    await chat.send_p2p(ALICE, newcomer, "n1", "welcome")
+    assert looked_up == [BOB, newcomer, newcomer, newcomer]
+
+
 async def test_offline_and_never_logged_in_users_get_messages_at_their_next_sync(
     chat: ChatService, backend: EmbeddedBackend
 ) -> None:

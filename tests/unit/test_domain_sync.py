@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,9 +15,9 @@ from fishchat.domain import ChatService, ChatSettings, ManualClock, MsgType, Sto
 from fishchat.domain.errors import InvalidField
 from fishchat.domain.paging import sync_entry_size
 from fishchat.domain.passwords import ScryptParams
-from fishchat.domain.records import SyncPage
+from fishchat.domain.records import Notice, SyncPage
 from fishchat.domain.settings import MAX_FRAME_PAYLOAD, SYNC_ENVELOPE_RESERVE
-from fishchat.domain.sync import SyncRequest, SyncService
+from fishchat.domain.sync import BatchedSync, SyncRequest, SyncService
 from fishchat.embedded import EmbeddedBackend
 
 SETTINGS = ChatSettings(scrypt=ScryptParams(log2_n=4))
@@ -204,3 +205,66 @@ async def test_sync_many_reads_known_rows_by_key_and_the_rest_by_range(backend: 
     assert isinstance(refused, InvalidField)
     assert isinstance(fallback, SyncPage) and [m.version for m in fallback.messages] == [5, 6]
     assert (await syncing.sync(BOB, 2)) == (await syncing.sync_many([SyncRequest(BOB, 2)]))[0]
+
+
+async def test_batched_sync_shares_one_read_per_batch_and_carries_what_the_notices_said() -> None:
+    asked: list[list[SyncRequest]] = []
+    release = asyncio.Event()
+
+    async def sync_many(requests: list[SyncRequest]) -> list[SyncPage | Exception]:
+        asked.append(requests)
+        await release.wait()
+        return [
+            InvalidField("refused alone") if r.uid == 0 else SyncPage(messages=(), cursor=r.known, more=False)
+            for r in requests
+        ]
+
+    reads = BatchedSync(sync_many, max_in_flight=1)
+    reads.note(Notice(uid=BOB, version=7))
+    reads.note(Notice(uid=BOB, version=5))  # an older notice never lowers what is known
+    first = asyncio.create_task(reads.sync(ALICE, 0))
+    await asyncio.sleep(0.01)  # under way: the next ones wait and go together
+    later = [asyncio.create_task(reads.sync(uid, 3)) for uid in (BOB, 0, ALICE)]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert (await first).cursor == 0
+    bob, refused, alice = await asyncio.gather(*later, return_exceptions=True)
+    assert [[(r.uid, r.known) for r in batch] for batch in asked] == [
+        [(ALICE, 0)],
+        [(BOB, 7), (0, 0), (ALICE, 0)],
+    ]
+    assert isinstance(bob, SyncPage) and bob.cursor == 7
+    assert isinstance(refused, InvalidField)
+    assert isinstance(alice, SyncPage)
+    reads.forget(BOB)  # a new login: what was known may miss what came meanwhile
+    await reads.sync(BOB, 3)
+    assert (asked[-1][0].uid, asked[-1][0].known) == (BOB, 0)
+
+
+async def test_batched_sync_fails_every_sync_of_a_failed_read() -> None:
+    async def sync_many(requests: list[SyncRequest]) -> list[SyncPage | Exception]:
+        raise ConnectionError("store down")
+
+    reads = BatchedSync(sync_many)
+    results = await asyncio.gather(reads.sync(ALICE, 0), reads.sync(BOB, 0), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+
+
+async def test_service_syncs_read_by_key_after_a_notice(
+    backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await send_many(backend, 4)
+    store = backend.ports.messages
+    ranges: list[object] = []
+    range_read = store.read_many
+
+    async def counted(reads: Any) -> Any:
+        ranges.append(reads)
+        return await range_read(reads)
+
+    monkeypatch.setattr(store, "read_many", counted)
+    assert [m.version for m in (await backend.service.sync(BOB, 1)).messages] == [2, 3, 4]
+    assert len(ranges) == 1  # nothing noted: a range read
+    backend.service.note(Notice(uid=BOB, version=4))
+    assert [m.version for m in (await backend.service.sync(BOB, 1)).messages] == [2, 3, 4]
+    assert len(ranges) == 1  # read by key

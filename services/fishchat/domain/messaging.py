@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -89,6 +90,10 @@ def completion_for(record: StoredMessage) -> Completion | None:
     )
 
 
+#: Users a `MessagingService` remembers as registered (the most recently sent to).
+REGISTERED_USERS_KEPT = 100_000
+
+
 class MessagingService:
     def __init__(
         self,
@@ -103,6 +108,9 @@ class MessagingService:
         acceptor: SendAcceptor | None = None,
     ) -> None:
         self._accounts = accounts
+        # Accounts are never deleted: a user once found stays registered, and a send to it needs no
+        # lookup. "No such user" is not kept, the user may register a moment later.
+        self._registered: OrderedDict[int, None] = OrderedDict()
         self._groups = groups
         self._ids = ids
         self._settings = settings
@@ -110,6 +118,18 @@ class MessagingService:
         self._acceptor: SendAcceptor = acceptor or BatchAcceptor(
             idempotency, versions, message_log, settings.idempotency_pending_ttl_ms
         )
+
+    async def _is_registered(self, uid: int) -> bool:
+        registered = self._registered
+        if uid in registered:
+            registered.move_to_end(uid)
+            return True
+        if await self._accounts.get(uid) is None:
+            return False
+        registered[uid] = None
+        if len(registered) > REGISTERED_USERS_KEPT:
+            registered.popitem(last=False)
+        return True
 
     def _check_content(self, msg_id: str, body: str) -> tuple[str, str]:
         return (
@@ -125,7 +145,7 @@ class MessagingService:
             source_uid = validation.check_id(source_uid, "sourceUID")
             target_uid = validation.check_id(target_uid, "targetUID")
             msg_id, body = self._check_content(msg_id, body)
-            if target_uid != source_uid and await self._accounts.get(target_uid) is None:
+            if target_uid != source_uid and not await self._is_registered(target_uid):
                 raise NoSuchUser(f"no user with uid {target_uid}")
             recipients = [source_uid] if target_uid == source_uid else [target_uid, source_uid]
             return await self._accept(

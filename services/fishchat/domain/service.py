@@ -39,7 +39,7 @@ from fishchat.domain.records import (
     User,
 )
 from fishchat.domain.settings import ChatSettings
-from fishchat.domain.sync import SyncService
+from fishchat.domain.sync import BatchedSync, SyncService
 from fishchat.domain.tokens import token_hash
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,8 @@ class ChatService(AccountsAndGroups):
             acceptor=ports.acceptor,
         )
         self.syncing = SyncService(ports.messages, self.settings, self.clock)
+        # Clients' syncs, batched and read by key up to what the notices said is stored.
+        self.reads = BatchedSync(self.syncing.sync_many)
         self.limits = RateLimits(ports.rate_limiter or InProcessRateLimiter(), self.settings.limits)
 
     def delivery(self, *, batch_size: int = 500, poll_timeout_ms: int = 500) -> MessageDelivery:
@@ -207,6 +209,8 @@ class ChatService(AccountsAndGroups):
         On success the caller binds `uid` to the connection; every later request acts as that uid.
         """
         await self.limits.login(validation.check_id(uid, "UID"))
+        # What was noted for uid may miss what was stored while no notice reached this process.
+        self.reads.forget(uid)
         uid, device, info = await check_login(
             self.accounts, self.ports.accounts, self.settings, uid, token, device
         )
@@ -254,7 +258,11 @@ class ChatService(AccountsAndGroups):
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
     ) -> SyncPage:
-        return await self.syncing.sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
+        return await self.reads.sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
+
+    def note(self, notice: Notice) -> None:
+        """A notice this process's access server took: its rows are stored (`BatchedSync.note`)."""
+        self.reads.note(notice)
 
     async def latest_version(self, uid: int) -> int:
         return await self.syncing.latest_version(uid)

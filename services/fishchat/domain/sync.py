@@ -7,14 +7,16 @@ pages are cut by count and encoded size (`paging.cut_page`), and records pass th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fishchat.domain import validation
 from fishchat.domain.clock import Clock
+from fishchat.domain.ordering import Batch, OrderedBatches
 from fishchat.domain.paging import cut_page
 from fishchat.domain.ports import MessageStore
-from fishchat.domain.records import StoredMessage, SyncPage
+from fishchat.domain.records import Notice, StoredMessage, SyncPage
 from fishchat.domain.settings import ChatSettings
 
 
@@ -135,3 +137,66 @@ class SyncService:
 
     async def latest_version(self, uid: int) -> int:
         return await self._messages.latest_version(validation.check_id(uid, "UID"))
+
+
+#: Syncs per `sync_many` call of a `BatchedSync`.
+MAX_SYNCS = 1024
+#: `sync_many` calls a `BatchedSync` has under way at once.
+MAX_SYNCS_IN_FLIGHT = 8
+
+
+class BatchedSync:
+    """`sync` for a process that serves many clients' syncs (an access server): the syncs asked while
+    earlier ones are under way go together in one `sync_many` (at most `max_in_flight` at once), and
+    each carries, as `known`, the newest version this process was told is stored for its user
+    (`note`, for every notice the process takes), so the store is read by key instead of scanned.
+
+    What is known of a user is forgotten when it logs in again (`forget`): its first sync then scans,
+    and finds what was stored while no notice reached this process. At most `known_users` users are
+    remembered; the one not heard of for longest goes first.
+    """
+
+    def __init__(
+        self,
+        sync_many: Callable[[list[SyncRequest]], Awaitable[Sequence[SyncPage | Exception]]],
+        *,
+        max_items: int = MAX_SYNCS,
+        max_in_flight: int = MAX_SYNCS_IN_FLIGHT,
+        known_users: int = 100_000,
+    ) -> None:
+        self._sync_many = sync_many
+        self._known: dict[int, int] = {}
+        self._known_users = known_users
+        self._turns = itertools.count()
+        self._batches: OrderedBatches[SyncRequest, SyncPage | Exception] = OrderedBatches(
+            self._read,
+            max_items=max_items,
+            max_weight=max_items,
+            max_in_flight=max_in_flight,
+            name="fishchat-sync-many",
+        )
+
+    def note(self, notice: Notice) -> None:
+        """`notice.uid` has rows stored up to `notice.version`."""
+        known = self._known
+        if notice.version > known.get(notice.uid, 0):
+            known.pop(notice.uid, None)  # to the end: the users not heard of for longest go first
+            known[notice.uid] = notice.version
+            if len(known) > self._known_users:
+                del known[next(iter(known))]
+
+    def forget(self, uid: int) -> None:
+        self._known.pop(uid, None)
+
+    async def sync(
+        self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
+    ) -> SyncPage:
+        request = SyncRequest(uid, cursor, max_count, byte_budget, known=self._known.get(uid, 0))
+        # Each sync a key of its own: syncs keep no order among themselves.
+        page = await self._batches.submit(next(self._turns), request)
+        if isinstance(page, Exception):
+            raise page
+        return page
+
+    async def _read(self, batch: Batch[SyncRequest, SyncPage | Exception]) -> None:
+        await batch.answer_with(self._sync_many([entry.value for entry in batch.entries]))

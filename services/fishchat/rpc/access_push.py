@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fishchat.domain import validation
@@ -52,13 +52,11 @@ def _refuse(method: str) -> RequestError:
 
 
 class GrpcNoticeSource(access_pb2_grpc.AccessServerRPCServicer):
-    """`NoticeSource` fed by `SendNotify` calls; registers itself on `rpc` as AccessServerRPC.
-    `observe`, if given, sees every notice first (the access role's sync client notes what is stored)."""
+    """`NoticeSource` fed by `SendNotify` calls; registers itself on `rpc` as AccessServerRPC."""
 
-    def __init__(self, rpc: RpcServer, observe: Callable[[Notice], None] | None = None) -> None:
+    def __init__(self, rpc: RpcServer) -> None:
         self._rpc = rpc
         self._handlers: dict[str, NoticeHandler] = {}
-        self._observe = observe
         rpc.add(access_pb2_grpc.add_AccessServerRPCServicer_to_server, self, SERVICE)
 
     def attach(self, node_id: str, handler: NoticeHandler) -> None:
@@ -71,8 +69,6 @@ class GrpcNoticeSource(access_pb2_grpc.AccessServerRPCServicer):
 
     async def deliver(self, notice: Notice) -> int:
         """Hand `notice` to every attached handler; returns how many took it."""
-        if self._observe is not None:
-            self._observe(notice)
         delivered = 0
         for handler in list(self._handlers.values()):
             await handler(notice)

@@ -19,21 +19,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fishchat.domain.errors import InvalidField, RequestError, ServerError
+from fishchat.domain.errors import InvalidField, RequestError, ServerError, error_for
 from fishchat.domain.messaging import parse_receipt_body
-from fishchat.domain.records import MsgType, Notice, StoredMessage, SyncPage
-from fishchat.domain.sync import SyncRequest, SyncService
+from fishchat.domain.records import MsgType, StoredMessage, SyncPage
+from fishchat.domain.sync import MAX_SYNCS, BatchedSync, SyncRequest, SyncService
 from fishchat.errcodes import ErrCode
 from fishchat.proto.gen.rpc import common_pb2, manager_pb2, manager_pb2_grpc
-from fishchat.rpc.client import BatchedCalls, RoleClient
+from fishchat.rpc.client import RoleClient
 from fishchat.rpc.server import RpcServer, refusal
 
 SERVICE = "fishchat.rpc.ManagerServerRPC"
 ROLE = "manager"
-#: Syncs per SyncMany.
-MAX_SYNCS = 1024
-#: SyncMany calls one process has under way at once.
-MAX_SYNCS_IN_FLIGHT = 8
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +72,17 @@ def from_timeline(entry: common_pb2.TimelineMsg, owner_uid: int) -> StoredMessag
         timestamp_ms=int(entry.timestamp),
         server_msg_id=int(entry.serverMsgID),
     )
+
+
+def _from_page(page: manager_pb2.MGSyncMsgRes, uid: int) -> SyncPage | Exception:
+    """One answer of a SyncMany: the page, or what refused (or spoils) that sync alone."""
+    if page.errCode:
+        return error_for(page.errCode, page.errStr)
+    try:
+        messages = tuple(from_timeline(entry, uid) for entry in page.Msgs)
+    except ServerError as exc:
+        return exc
+    return SyncPage(messages=messages, cursor=int(page.currentID), more=bool(page.more))
 
 
 class ManagerServicer(manager_pb2_grpc.ManagerServerRPCServicer):
@@ -148,41 +155,14 @@ def _page(page: SyncPage | Exception) -> manager_pb2.MGSyncMsgRes:
     )
 
 
-class RemoteSync:
-    """Sync as the other roles ask manager for it, with the signature of `SyncService`.
+class RemoteSync(BatchedSync):
+    """Sync as the other roles ask manager for it, with the signature of `SyncService`: batched
+    (`BatchedSync`, one SyncMany per batch) and read by key up to what this process's notices said
+    is stored (an access server notes every notice it takes)."""
 
-    The syncs asked while earlier ones are under way go together in one SyncMany (up to
-    MAX_SYNCS_IN_FLIGHT calls at once). Each carries, as `known`, the newest version this process
-    was notified of for its user (`note`; an access server notes every notice it takes), so manager
-    can read those rows by key instead of scanning. What is known of a user is forgotten when it
-    logs in again (`forget`): its first sync then scans, and finds what was stored while no notice
-    reached this process.
-    """
-
-    def __init__(self, client: RoleClient, *, known_users: int = 100_000) -> None:
+    def __init__(self, client: RoleClient) -> None:
+        super().__init__(self._sync_many_call, max_items=MAX_SYNCS)
         self._client = client
-        self._known: dict[int, int] = {}
-        self._known_users = known_users
-        self._syncs: BatchedCalls[manager_pb2.MGSyncMsgReq, manager_pb2.MGSyncMsgRes] = BatchedCalls(
-            client,
-            "SyncMany",
-            lambda syncs: manager_pb2.MGSyncManyReq(syncs=syncs),
-            lambda response: response.pages,
-            max_items=MAX_SYNCS,
-            max_in_flight=MAX_SYNCS_IN_FLIGHT,
-        )
-
-    def note(self, notice: Notice) -> None:
-        """`notice.uid` has rows stored up to `notice.version`."""
-        known = self._known
-        if notice.version > known.get(notice.uid, 0):
-            known.pop(notice.uid, None)  # to the end: the users not heard of for longest go first
-            known[notice.uid] = notice.version
-            if len(known) > self._known_users:
-                del known[next(iter(known))]
-
-    def forget(self, uid: int) -> None:
-        self._known.pop(uid, None)
 
     async def sync(
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
@@ -191,19 +171,25 @@ class RemoteSync:
         # is the caller's bug, refused as SyncService would refuse it.
         if (max_count is not None and max_count <= 0) or (byte_budget is not None and byte_budget <= 0):
             raise ValueError("max_count and byte_budget must be positive")
-        request = manager_pb2.MGSyncMsgReq(
-            UID=uid,
-            currentID=cursor,
-            limit=min(max_count or 0, 0xFFFFFFFF),
-            maxBytes=min(byte_budget or 0, 0xFFFFFFFF),
-            known=self._known.get(uid, 0),
+        return await super().sync(uid, cursor, max_count=max_count, byte_budget=byte_budget)
+
+    async def _sync_many_call(self, requests: list[SyncRequest]) -> list[SyncPage | Exception]:
+        response = await self._client.call(
+            "SyncMany",
+            manager_pb2.MGSyncManyReq(
+                syncs=[
+                    manager_pb2.MGSyncMsgReq(
+                        UID=r.uid,
+                        currentID=r.cursor,
+                        limit=min(r.max_count or 0, 0xFFFFFFFF),
+                        maxBytes=min(r.byte_budget or 0, 0xFFFFFFFF),
+                        known=r.known,
+                    )
+                    for r in requests
+                ]
+            ),
         )
-        page = await self._syncs.ask(request)
-        return SyncPage(
-            messages=tuple(from_timeline(entry, uid) for entry in page.Msgs),
-            cursor=int(page.currentID),
-            more=bool(page.more),
-        )
+        return [_from_page(page, r.uid) for page, r in zip(response.pages, requests, strict=False)]
 
     async def latest_version(self, uid: int) -> int:
         response = await self._client.call("LatestVersion", manager_pb2.MGLatestVersionReq(UID=uid))

@@ -16,7 +16,6 @@ The client side, used by logic:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -353,32 +352,18 @@ class RemoteSessions:
 
 
 class RemoteUserDirectory:
-    """`UserDirectory` over register's GetUser: the user (never its password hash) or None.
+    """`UserDirectory` over register's GetUser: the user (never its password hash) or None. (The
+    users found are remembered by `MessagingService`.)"""
 
-    Accounts are never deleted, so a user once found is kept (the most recently used `cache_size`):
-    a send to a known user costs no call to register. "No such user" is not kept, since the user
-    may register a moment later.
-    """
-
-    def __init__(self, client: RoleClient, cache_size: int = 100_000) -> None:
+    def __init__(self, client: RoleClient) -> None:
         self._client = client
-        self._cache: OrderedDict[int, User] = OrderedDict()
-        self._cache_size = cache_size
 
     async def get(self, uid: int) -> User | None:
-        user = self._cache.get(uid)
-        if user is not None:
-            self._cache.move_to_end(uid)
-            return user
         try:
             response = await self._client.call("GetUser", register_pb2.RGGetUserReq(UID=uid))
         except NoSuchUser:
             return None
-        user = User(uid=int(response.UID), name=response.name, created_at_ms=int(response.createdAt))
-        self._cache[uid] = user
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return user
+        return User(uid=int(response.UID), name=response.name, created_at_ms=int(response.createdAt))
 
 
 class RemoteGroupDirectory:

@@ -49,7 +49,7 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.protobuf.message import Message
@@ -592,7 +592,9 @@ class AccessServer(FramedServer[AccessConnection]):
         metrics: ServerMetrics,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        observe: Callable[[Notice], None] | None = None,
     ) -> None:
+        """`observe`, if given, sees every notice first (the sync reads of `core` note what is stored)."""
         super().__init__(
             ROLE,
             host,
@@ -606,6 +608,7 @@ class AccessServer(FramedServer[AccessConnection]):
         )
         self.core = core
         self.notices = notices
+        self._observe = observe
         self.announcer = announcer
         self.config = config
         self.limits = field_limits(config, chat)
@@ -777,6 +780,8 @@ class AccessServer(FramedServer[AccessConnection]):
     async def on_notice(self, notice: Notice) -> None:
         """From the notifier: `notice.uid` has stored messages up to `notice.version`, or (`revoked`)
         its sessions of a revoked token must end."""
+        if self._observe is not None:
+            self._observe(notice)
         if notice.revoked:
             self.end_sessions(notice.uid, notice.revoked)
             return

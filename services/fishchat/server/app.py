@@ -147,6 +147,7 @@ async def serve_backend(
         config.host,
         metrics,
         ssl_context=tls,
+        observe=service.note,
     )
     gateway = GatewayServer(service, config.gateway, config.host, metrics, ssl_context=tls)
     http = HttpApi(

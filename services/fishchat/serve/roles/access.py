@@ -49,13 +49,14 @@ async def run(rt: RoleRuntime, stop: asyncio.Event) -> None:
     core = RemoteAccessCore(rt.client("logic", logic_pb2_grpc.LogicRPCStub), timelines)
     access = AccessServer(
         core,
-        GrpcNoticeSource(rt.rpc, observe=timelines.note),
+        GrpcNoticeSource(rt.rpc),
         rt.registry,
         settings,
         config.chat,
         host,
         ServerMetrics(rt.metrics),
         ssl_context=config.tls.client_listener_context(),
+        observe=timelines.note,
     )
     await access.start(announce=False)
     rt.on_close("access server", access.close)
