@@ -690,10 +690,10 @@ async def bench_server(
     server_env: dict[str, str] | None = None,
     profile: Path | None = None,
 ) -> ServerResult:
-    if name in ("embedded", "embedded-ws"):
-        server = await start_embedded(workdir, server_env, profile, websocket=name == "embedded-ws")
-    else:
+    if name == "relay":
         server = await start_relay(workdir)
+    else:  # `fishchat up`: embedded, or another profile chosen by `server_env` (FISHCHAT_PROFILE)
+        server = await start_embedded(workdir, server_env, profile, websocket=name == "embedded-ws")
     log(f"{name}: started in {server.started_in_s:.2f}s (pid {server.pid}, gateway {server.gateway})")
     stages: list[StageResult] = []
     memory: MemoryResult | None = None

@@ -20,7 +20,9 @@ rate, and its top functions by own time are printed. `--no-profile` skips that r
 
 Baseline, measured in the same run with the same generator and settings: the one-process embedded
 profile (`fishchat up`, SQLite), whose sustained throughput the cluster's is printed against.
-`--no-baseline` skips it.
+`--no-baseline` skips it. Also measured with the same load: every role in one process on the same
+servers (`fishchat up --profile production`, in a namespace of its own), against the cluster: what
+the process boundaries cost. `--no-one-process` skips it.
 
 Figures, not pass/fail. Targets: >= 5,000 msgs/s sustained, p99 < 100 ms send-to-synced.
 
@@ -74,10 +76,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fishchat.client import ApiClient, Backoff, ChatClient, ChatMessage, ClientError
 from fishchat.cluster import Cluster, ClusterError, Namespace
+from fishchat.cluster import provision as provision_namespace
 from fishchat.stack import Stack
 from fishchat.stack.base import stack_dir
 
 TARGET_RATE = 5000.0
+#: The stack's servers the pipeline runs on.
+SERVERS = ("redis", "mariadb", "etcd", "kafka", "hbase")
 #: First argument that makes this script the launcher of the profiled role process (`serve_profiled`).
 PROFILED_FLAG = "--serve-profiled"
 TARGET_P99_MS = 100.0
@@ -102,7 +107,7 @@ def start_cluster(
     workdir: Path, access: int, profile: tuple[str, Path] | None = None
 ) -> tuple[Cluster, float]:
     """A cluster in a fresh namespace; `profile` = (process name, dir) runs that process under cProfile."""
-    Stack(("redis", "mariadb", "etcd", "kafka", "hbase")).up(progress=log)
+    Stack(SERVERS).up(progress=log)
     launcher = None
     if profile is not None:
         name, out = profile
@@ -449,6 +454,38 @@ async def measure(settings: Settings, workdir: Path, access: int) -> tuple[Serve
     return result, rpcs
 
 
+def as_env(tables: dict[str, Any], prefix: str = "FISHCHAT") -> dict[str, str]:
+    """TOML tables as the `FISHCHAT_*` variables that set the same settings."""
+    out: dict[str, str] = {}
+    for key, value in tables.items():
+        name = f"{prefix}_{key.upper()}"
+        if isinstance(value, dict):
+            out.update(as_env(value, name))
+        else:
+            out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+async def measure_one_process(settings: Settings, workdir: Path) -> ServerResult:
+    """The same load on `fishchat up --profile production`: every role in one process on the same
+    servers, in a namespace of its own (created here, removed at the end)."""
+    # Never started: it gives the namespace's settings, provisions it and removes it afterwards.
+    names = Cluster(workdir / "names", access=0, settings=CLUSTER_SETTINGS, fresh_database=True)
+    await asyncio.to_thread(names.write_configs)
+    config = names.serve_config()
+    env = {
+        **Stack(SERVERS).env(),
+        **as_env({"chat": CLUSTER_SETTINGS["chat"], **names.namespace.settings()}),
+        "FISHCHAT_PROFILE": "production",
+        "FISHCHAT_MYSQL_URL": config.mysql.url,
+    }
+    try:
+        await provision_namespace(config, names.namespace)
+        return await bench_server("one-process", settings, workdir, log, server_env=env)
+    finally:
+        await asyncio.to_thread(names.destroy)
+
+
 # --- profile of the hottest role ------------------------------------------------------------------
 
 
@@ -590,6 +627,7 @@ def report(
     profile: tuple[str, StageResult, list[str], float] | None,
     baseline: ServerResult | None = None,
     rpc_floor_s: float | None = None,
+    one_process: ServerResult | None = None,
 ) -> list[str]:
     lines = summary({"cluster": result}, settings)
     lines[0] = "cluster benchmark: every role its own process on the real servers (figures, not pass/fail)"
@@ -630,6 +668,8 @@ def report(
                 else " (it never fell behind: a floor)"
             )
         )
+    if one_process is not None:
+        lines.append(f"  every role in one process on the same servers: {one_process_summary(one_process)}")
     lines.extend(rpcs)
     if profile is not None:
         name, stage, top_lines, share = profile
@@ -641,6 +681,19 @@ def report(
     return lines
 
 
+def one_process_summary(one_process: ServerResult) -> str:
+    best = one_process.sustained
+    first = one_process.stages[0] if one_process.stages else None
+    text = (
+        f"sustains {best.delivered_rate:,.0f} msg/s (p99 {best.p99_ms:.0f} ms)"
+        if best
+        else "no stage kept up"
+    )
+    if first is not None:
+        text += f"; p99 {first.p99_ms:.1f} ms at {first.target_rate:.0f}/s"
+    return text + f"; {checks(one_process)}"
+
+
 def cluster_figures(
     result: ServerResult,
     settings: Settings,
@@ -648,6 +701,7 @@ def cluster_figures(
     baseline: ServerResult | None,
     hottest_role: str,
     rpc_floor_s: float | None = None,
+    one_process: ServerResult | None = None,
 ) -> list[Figure]:
     """The pipeline's figures, each against the one-process embedded profile under the same load."""
     best = result.sustained
@@ -697,6 +751,23 @@ def cluster_figures(
                 detail=f"p50 {first.p50_ms:.0f} ms",
             )
         )
+    if one_process is not None:
+        together = one_process.sustained
+        out.append(
+            Figure(
+                key="cluster.one_process",
+                what="production servers, every role in one process (fishchat up --profile production): "
+                "sustained p2p, same load",
+                value=together.delivered_rate if together else 0.0,
+                unit="msg/s",
+                baseline=Baseline("every role its own process, same run", rate, "msg/s") if best else None,
+                target=f">= {TARGET_RATE:,.0f} msg/s, p99 < {TARGET_P99_MS:.0f} ms",
+                met=together is not None
+                and together.delivered_rate >= TARGET_RATE
+                and together.p99_ms < TARGET_P99_MS,
+                detail=one_process_summary(one_process),
+            )
+        )
     if best is not None and rpc_floor_s is not None:
         machine = f"{best.machine_cpu:.0%}" if best.machine_cpu is not None else "?"
         out.append(
@@ -737,6 +808,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled second run")
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the embedded one-process baseline run"
+    )
+    parser.add_argument(
+        "--no-one-process",
+        action="store_true",
+        help="skip every role in one process on the same servers (fishchat up --profile production)",
     )
     parser.add_argument(
         "--max-seconds", type=float, default=1200.0, help="abort the whole run after this long"
@@ -787,6 +863,10 @@ async def run(args: argparse.Namespace) -> ServerResult:
             )
             top_lines, share = await profile_role(name, rate, settings, workroot / "profile", args.access)
             profile = (name, top, top_lines, share)
+        one_process = None
+        if not args.no_one_process:
+            log("one process: `fishchat up --profile production` on the same servers, the same load")
+            one_process = await measure_one_process(settings, workroot / "one-process")
         baseline = None
         if not args.no_baseline:
             log("baseline: the one-process embedded profile with the same load")
@@ -796,14 +876,18 @@ async def run(args: argparse.Namespace) -> ServerResult:
             # Rate limits off as in the cluster (CLUSTER_SETTINGS): they would refuse the load's sends.
             no_limits = {"FISHCHAT_CHAT_LIMITS_ENABLED": "false"}
             baseline = await bench_server("embedded", roomy, workroot / "embedded", log, server_env=no_limits)
-    lines = report(result, settings, rpcs, profile, baseline, rpc_floor_s)
+    lines = report(result, settings, rpcs, profile, baseline, rpc_floor_s, one_process)
     print("\n".join(lines), flush=True)
     if args.json:
-        served = {"cluster": result, **({"embedded": baseline} if baseline is not None else {})}
+        served = {
+            "cluster": result,
+            **({"one-process": one_process} if one_process is not None else {}),
+            **({"embedded": baseline} if baseline is not None else {}),
+        }
         hottest_role = profile[0] if profile is not None else ""
         write(
             args.json,
-            cluster_figures(result, settings, args.access, baseline, hottest_role, rpc_floor_s),
+            cluster_figures(result, settings, args.access, baseline, hottest_role, rpc_floor_s, one_process),
             to_json(served, settings),
         )
     if not args.keep_logs:
