@@ -85,6 +85,7 @@ class Autoscaler:
         self._memory: dict[str, Memory] = {}
         self._observations: dict[str, AutoscalingObservation] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def observation(self, uid: str) -> AutoscalingObservation | None:
         """The last observation of cluster `uid` (None while its autoscaling is disabled or unseen)."""
@@ -95,6 +96,8 @@ class Autoscaler:
         self._observations.pop(uid, None)
 
     async def close(self) -> None:
+        """Closed stays closed (as `KubeClient.close`): a tick still under way opens no new session."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -195,6 +198,8 @@ class Autoscaler:
             metrics.METRIC_ERRORS.labels(Reason.INVALID_QUERY.value).inc()
             return None, (FALSE, Reason.INVALID_QUERY.value, f"spec.autoscaling.prometheus.query: {error}")
         if self._session is None:
+            if self._closed:
+                raise KubeError(0, "Closed", "the autoscaler is closed (the operator is stopping)")
             self._session = aiohttp.ClientSession(headers={"User-Agent": "fishchat-operator"})
         try:
             samples = await instant_query(self._session, url, query, self.config.backend_timeout_seconds)

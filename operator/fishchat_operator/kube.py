@@ -112,14 +112,20 @@ class KubeClient:
         self._info: kopf.ConnectionInfo | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def close(self) -> None:
+        """Closed stays closed: a call still under way at shutdown fails instead of opening a session
+        that nobody would close."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def _ensure_session(self, relogin: bool = False) -> tuple[aiohttp.ClientSession, str]:
         async with self._lock:
+            if self._closed:
+                raise KubeError(0, "Closed", "the Kubernetes client is closed (the operator is stopping)")
             if relogin or self._session is None or self._info is None:
                 info = await asyncio.to_thread(self._login)
                 if info is None:
