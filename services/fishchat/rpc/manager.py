@@ -161,7 +161,7 @@ class RemoteSync(BatchedSync):
     is stored (an access server notes every notice it takes)."""
 
     def __init__(self, client: RoleClient) -> None:
-        super().__init__(self._sync_many_call, max_items=MAX_SYNCS)
+        super().__init__(self._sync_many_call)
         self._client = client
 
     async def sync(
