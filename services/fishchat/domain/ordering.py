@@ -20,6 +20,7 @@ their order across batches.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -300,3 +301,30 @@ class OrderedBatches(Generic[V, R]):
                 if not entry.outcome.done():
                     entry.outcome.cancel()
             batch.release()
+
+
+class CallBatches(Generic[V, R]):
+    """One call for many askers: the values asked while earlier calls are under way go together in
+    one `call(values)` (at most `max_in_flight` at once, `max_items` values each), which answers
+    each value in order; each asker gets its own answer, or that call's failure. No order is kept
+    among the values."""
+
+    def __init__(
+        self,
+        call: Callable[[list[V]], Awaitable[Sequence[R]]],
+        *,
+        max_items: int,
+        max_in_flight: int,
+        name: str,
+    ) -> None:
+        self._call = call
+        self._turns = itertools.count()
+        self._batches: OrderedBatches[V, R] = OrderedBatches(
+            self._run, max_items=max_items, max_weight=max_items, max_in_flight=max_in_flight, name=name
+        )
+
+    def ask(self, value: V) -> asyncio.Future[R]:
+        return self._batches.submit(next(self._turns), value)  # a key of its own: no order kept
+
+    async def _run(self, batch: Batch[V, R]) -> None:
+        await batch.answer_with(self._call([entry.value for entry in batch.entries]))

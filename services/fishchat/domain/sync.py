@@ -7,13 +7,12 @@ pages are cut by count and encoded size (`paging.cut_page`), and records pass th
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fishchat.domain import validation
 from fishchat.domain.clock import Clock
-from fishchat.domain.ordering import Batch, OrderedBatches
+from fishchat.domain.ordering import CallBatches
 from fishchat.domain.paging import cut_page
 from fishchat.domain.ports import MessageStore
 from fishchat.domain.records import Notice, StoredMessage, SyncPage
@@ -164,16 +163,10 @@ class BatchedSync:
         max_in_flight: int = MAX_SYNCS_IN_FLIGHT,
         known_users: int = 100_000,
     ) -> None:
-        self._sync_many = sync_many
         self._known: dict[int, int] = {}
         self._known_users = known_users
-        self._turns = itertools.count()
-        self._batches: OrderedBatches[SyncRequest, SyncPage | Exception] = OrderedBatches(
-            self._read,
-            max_items=max_items,
-            max_weight=max_items,
-            max_in_flight=max_in_flight,
-            name="fishchat-sync-many",
+        self._reads: CallBatches[SyncRequest, SyncPage | Exception] = CallBatches(
+            sync_many, max_items=max_items, max_in_flight=max_in_flight, name="fishchat-sync-many"
         )
 
     def note(self, notice: Notice) -> None:
@@ -192,11 +185,7 @@ class BatchedSync:
         self, uid: int, cursor: int, *, max_count: int | None = None, byte_budget: int | None = None
     ) -> SyncPage:
         request = SyncRequest(uid, cursor, max_count, byte_budget, known=self._known.get(uid, 0))
-        # Each sync a key of its own: syncs keep no order among themselves.
-        page = await self._batches.submit(next(self._turns), request)
+        page = await self._reads.ask(request)
         if isinstance(page, Exception):
             raise page
         return page
-
-    async def _read(self, batch: Batch[SyncRequest, SyncPage | Exception]) -> None:
-        await batch.answer_with(self._sync_many([entry.value for entry in batch.entries]))

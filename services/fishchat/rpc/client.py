@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from fishchat.domain.errors import Unavailable, error_for
-from fishchat.domain.ordering import Batch, OrderedBatches
+from fishchat.domain.ordering import CallBatches
 from fishchat.domain.records import ServiceInstance
 from fishchat.rpc.metrics import RpcMetrics
 from fishchat.rpc.server import CHANNEL_OPTIONS
@@ -217,24 +217,15 @@ class BatchedCalls(Generic[Q, A]):
         self._method = method
         self._request = request
         self._answers = answers
-        self._turns = itertools.count()
-        self._batches: OrderedBatches[Q, A] = OrderedBatches(
-            self._call,
-            max_items=max_items,
-            max_weight=max_items,
-            max_in_flight=max_in_flight,
-            name=f"fishchat-{method}",
+        self._batches: CallBatches[Q, A] = CallBatches(
+            self._call, max_items=max_items, max_in_flight=max_in_flight, name=f"fishchat-{method}"
         )
 
     async def ask(self, item: Q) -> A:
-        answer = await self._batches.submit(next(self._turns), item)  # a key of its own: no order kept
+        answer = await self._batches.ask(item)
         if getattr(answer, "errCode", 0):
             raise error_for(answer.errCode, answer.errStr)  # type: ignore[attr-defined]
         return answer
 
-    async def _call(self, batch: Batch[Q, A]) -> None:
-        async def answers() -> Sequence[A]:
-            response = await self._client.call(self._method, self._request([e.value for e in batch.entries]))
-            return self._answers(response)
-
-        await batch.answer_with(answers())
+    async def _call(self, items: list[Q]) -> Sequence[A]:
+        return self._answers(await self._client.call(self._method, self._request(items)))
